@@ -210,8 +210,12 @@ def _toml_value(v: object) -> str:
 def write_accounts(kb_path: Path, accounts: list[dict[str, object]]) -> Path:
     """Create the KB (if needed) with a grex.toml holding exactly these [[accounts]]."""
     from grex import store
+    from grex import sync as gsync
 
-    store.KB.init(kb_path)
+    kb = store.KB.init(kb_path)
+    conn = kb.connect()
+    gsync.ensure_schema(conn)
+    conn.close()
     text = ""
     for a in accounts:
         text += "[[accounts]]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in a.items())
