@@ -116,10 +116,25 @@ def parse_addresses(pairs: Any) -> tuple[Address, ...]:
     return tuple(out)
 
 
+_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+
+
 def addresses_from_header(value: str | None) -> tuple[Address, ...]:
+    """Addresses of a header; when the RFC parser finds none, any bracketed or bare
+    address in the text (with the words before it as the name) is taken."""
     if not value:
         return ()
-    return parse_addresses(getaddresses([clean_header(value, 20_000)]))
+    text = clean_header(value, 20_000)
+    found = parse_addresses(getaddresses([text]))
+    if any(a.addr for a in found):
+        return tuple(a for a in found if a.addr)
+    out: list[tuple[str, str]] = []
+    for chunk in text.split(","):
+        m = _EMAIL.search(chunk)
+        if m:
+            name = chunk[: m.start()].replace("<", " ").strip()
+            out.append((re.sub(r"[^\w .'-]", "", name).strip(), m.group(0)))
+    return parse_addresses(out) or found
 
 
 def sanitize_filename(name: str | None, fallback: str = "attachment") -> str:
@@ -236,6 +251,7 @@ _ATTRIBUTION = re.compile(
     r"|in article\b.{0,200}writes\s*:?)\s*$",
     re.IGNORECASE,
 )
+_ATTRIBUTION_WORDS = ("wrote", "writes", "said", "écrit", "schrieb", "escribió")
 _ATTRIBUTION_START = re.compile(r"^(on|le|am|el)\s.{0,200}$", re.IGNORECASE)
 _FORWARD = re.compile(
     r"^\s*(-{2,}\s*(original message|forwarded message|ursprüngliche nachricht|message d'origine)"
@@ -283,6 +299,9 @@ def split_body(text: str) -> tuple[str, str, str]:
     for i, line in enumerate(lines):
         if kind[i] != "new" or not line.strip():
             continue
+        low = line.lower() if i + 1 >= n else (line + " " + lines[i + 1]).lower()
+        if not any(w in low for w in _ATTRIBUTION_WORDS):
+            continue
         nxt = next((j for j in range(i + 1, min(n, i + 4)) if lines[j].strip()), None)
         followed_by_quote = nxt is not None and kind[nxt] == "quoted"
         if _ATTRIBUTION.match(line.strip()) and (followed_by_quote or nxt is None):
@@ -295,7 +314,7 @@ def split_body(text: str) -> tuple[str, str, str]:
     # 3. Signatures: from a '-- ' delimiter to the next quoted line (or the end).
     i = 0
     while i < n:
-        if kind[i] == "new" and _SIG_DELIM.match(lines[i]):
+        if kind[i] == "new" and lines[i].startswith("--") and _SIG_DELIM.match(lines[i]):
             j = i
             while j < n and kind[j] != "quoted":
                 kind[j] = "signature"
@@ -419,6 +438,15 @@ def _parse_message(data: bytes, fallback_date: datetime | None) -> Message:
         sender_list = _safe(lambda: parse_addresses(mp.from_), (), defects, "from")
         to = _safe(lambda: parse_addresses(mp.to), (), defects, "to")
         cc = _safe(lambda: parse_addresses(mp.cc), (), defects, "cc")
+        # mail-parser gives up on a header with control characters; the cleaned text
+        # usually still holds a usable address
+        if not sender_list and msg.get("From"):
+            sender_list = _safe(lambda: addresses_from_header(msg.get("From")), (), defects,
+                                "from")
+        if not to and msg.get("To"):
+            to = _safe(lambda: addresses_from_header(msg.get("To")), (), defects, "to")
+        if not cc and msg.get("Cc"):
+            cc = _safe(lambda: addresses_from_header(msg.get("Cc")), (), defects, "cc")
     else:
         sender_list = addresses_from_header(msg.get("From"))
         to = addresses_from_header(msg.get("To"))
