@@ -46,7 +46,7 @@ def iter_mbox(path: Path) -> Iterator[tuple[int, bytes]]:
     with path.open("rb") as f:
         for line in f:
             if line.startswith(b"From ") and prev_blank and _FROM_LINE.match(line.rstrip(b"\r\n")):
-                if index >= 0:
+                if index >= 0 and any(x.strip() for x in current):
                     yield index, _finish(current)
                 index += 1
                 current = []
@@ -61,7 +61,7 @@ def iter_mbox(path: Path) -> Iterator[tuple[int, bytes]]:
                 line = line[1:]
             current.append(line)
             prev_blank = line in (b"\n", b"\r\n")
-    if index >= 0:
+    if index >= 0 and any(x.strip() for x in current):
         yield index, _finish(current)
 
 

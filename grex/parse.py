@@ -370,7 +370,25 @@ def _payload_bytes(att: dict[str, Any]) -> bytes:
 def _looks_like_mail(headers: dict[str, Any]) -> bool:
     keys = {k.lower() for k in headers}
     return bool(keys & {"from", "date", "subject", "message-id", "to", "received", "references",
-                        "in-reply-to", "newsgroups", "mime-version", "sender", "return-path"})
+                        "in-reply-to", "newsgroups", "mime-version", "sender", "return-path",
+                        "content-type"})
+
+
+_BSMTP = re.compile(rb"\A(?:(?:HELO|EHLO|MAIL FROM|RCPT TO)[^\n]*\n)+DATA\r?\n", re.IGNORECASE)
+
+
+def strip_bsmtp(data: bytes) -> bytes:
+    """A batch-SMTP transcript (HELO / MAIL FROM / RCPT TO / DATA ... '.') -> the message."""
+    m = _BSMTP.match(data)
+    if not m:
+        return data
+    body = data[m.end():]
+    end = re.search(rb"\r?\n\.\r?\n", body)
+    body = body[: end.start() + 1] if end else body
+    body = re.sub(rb"(?m)^\.\.", b".", body)  # undo dot-stuffing
+    if body.startswith(b"From "):  # an mbox From_ line inside DATA
+        body = body.split(b"\n", 1)[1] if b"\n" in body else b""
+    return body
 
 
 def _safe(fn: Any, default: Any, defects: list[str], what: str) -> Any:
@@ -402,6 +420,12 @@ def _parse_message(data: bytes, fallback_date: datetime | None) -> Message:
     if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
         raise ParseError("an Outlook .msg (OLE2) file, not an RFC 5322 message")
     defects: list[str] = []
+    unwrapped = strip_bsmtp(data)
+    if unwrapped is not data:
+        defects.append("batch-SMTP envelope removed")
+        data = unwrapped
+        if not data.strip():
+            raise ParseError("empty message in a batch-SMTP envelope")
     content_hash = hashlib.sha256(data).hexdigest()
 
     mp: Any = None

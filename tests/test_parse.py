@@ -119,7 +119,8 @@ def test_attachments_are_metadata_with_sanitized_names() -> None:
     assert m.attachments[0].sha256 == hashlib.sha256(payload).hexdigest()
 
 
-@pytest.mark.parametrize("name,expected", ids=["empty", "dots", "windows-path", "long", "dotfile"], argvalues=[
+@pytest.mark.parametrize(
+    "name,expected", ids=["empty", "dots", "windows-path", "long", "dotfile"], argvalues=[
     ("", "attachment"), ("..", "attachment"), ("C:\\Windows\\evil.exe", "evil.exe"),
     ("a" * 500 + ".txt", "a" * 196 + ".txt"), (".bashrc", "bashrc"),
 ])
