@@ -17,6 +17,9 @@ class ModelInfo:
     pipeline: tuple[str, ...] = ()
     spacy_version: str = ""
 
+    def __str__(self) -> str:
+        return self.describe()
+
     def describe(self) -> str:
         how = f" (fallback for {self.requested!r})" if self.fallback else ""
         return f"{self.name} {self.version}{how} at {self.path}"
@@ -118,3 +121,10 @@ class ExtractReport:
     people: int = 0
     model: str = ""
     errors: tuple[str, ...] = field(default_factory=tuple)
+
+    def summary(self) -> str:
+        return (f"extract: {self.messages_computed} messages analysed, "
+                f"{self.messages_unchanged} unchanged, {self.messages_deleted} removed, "
+                f"{self.threads_updated} threads updated, {self.topics} topics"
+                f"{' (refitted)' if self.topics_refit else ''}, {self.people} people"
+                f"{f', {self.truncated} truncated' if self.truncated else ''}")
