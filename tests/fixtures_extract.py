@@ -89,6 +89,12 @@ FIXTURE_MAILS: list[dict[str, Any]] = [
     dict(subject="Re: Office move to Berlin", sender=LENA, to=KERRY, reply=6, body=(
         "One more thing about the office move: the furniture delivery and the desk plan "
         "for the new office are ready; the office lease starts on 1 May.\n\nLena\n")),
+    dict(subject="Database backup restore test", sender=KERRY, to=RAJ, body=(
+        "Raj,\n\nThe monthly database backup restore test passed: the Postgres base backup "
+        "restored in 20 minutes and the replication caught up.\n\nKerry\n")),
+    dict(subject="Docker image size", sender=RAJ, to=KERRY, body=(
+        "Kerry,\n\nThe Docker image for the build pipeline shrank to 300 MB after the build "
+        "cache change; the pipeline pulls it in seconds now.\n\nRaj\n")),
 ]
 
 
