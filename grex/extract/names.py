@@ -11,25 +11,42 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-GREETINGS = frozenset(
-    ["hi", "hello", "hey", "dear", "hiya", "howdy", "greetings", "morning", "afternoon", "evening", "good", "thanks", "thank", "thx", "tks", "ty", "regards", "best", "cheers", "sincerely", "yours", "cordially", "respectfully", "warm", "warmest", "kind", "kindest", "love", "take", "care", "fyi", "fw", "fwd", "re", "attn", "attention", "ps", "p.s.", "pls", "please", "ok", "okay", "yes", "no", "sorry", "team", "all", "folks", "everyone", "guys", "gentlemen", "ladies", "sir", "madam"]
-)
-WEEKDAYS = frozenset(
-    ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "mon", "tue", "tues", "wed", "thu", "thur", "thurs", "fri", "sat", "sun"]
-)
-MONTHS = frozenset(
-    ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"]
-)
-RELATIVE_DAYS = frozenset(["today", "tomorrow", "yesterday", "tonight", "weekend"])
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+GREETINGS = _words("""
+    hi hello hey dear hiya howdy greetings morning afternoon evening good thanks thank
+    thx tks ty regards best cheers sincerely yours cordially respectfully warm warmest
+    kind kindest love take care fyi fw fwd re attn attention ps p.s. pls please ok okay
+    yes no sorry team all folks everyone guys gentlemen ladies sir madam
+""")
+WEEKDAYS = _words("""
+    monday tuesday wednesday thursday friday saturday sunday mon tue tues wed thu thur
+    thurs fri sat sun
+""")
+MONTHS = _words("""
+    january february march april may june july august september october november
+    december jan feb mar apr jun jul aug sep sept oct nov dec
+""")
+RELATIVE_DAYS = _words("""
+    today tomorrow yesterday tonight weekend
+""")
 # Header field names and mail words that NER likes to call PERSON or ORG.
-MAIL_WORDS = frozenset(
-    ["from", "to", "cc", "bcc", "subject", "sent", "date", "forwarded", "original", "message", "reply", "importance", "attachment", "attachments", "attached", "email", "e-mail", "mail", "inbox", "outlook"]
-)
-GENERIC_DOMAINS = frozenset(
-    ["gmail", "googlemail", "yahoo", "hotmail", "outlook", "live", "msn", "aol", "icloud", "me", "mac", "mail", "email", "gmx", "web", "protonmail", "proton", "yandex", "zoho", "fastmail", "comcast", "verizon", "att", "sbc", "earthlink", "juno", "netscape", "excite", "compuserve", "prodigy", "mindspring", "example", "localhost", "test", "invalid"]
-)
+MAIL_WORDS = _words("""
+    from to cc bcc subject sent date forwarded original message reply importance
+    attachment attachments attached email e-mail mail inbox outlook
+""")
+GENERIC_DOMAINS = _words("""
+    gmail googlemail yahoo hotmail outlook live msn aol icloud me mac mail email gmx web
+    protonmail proton yandex zoho fastmail comcast verizon att sbc earthlink juno
+    netscape excite compuserve prodigy mindspring example localhost test invalid
+""")
 # Second-level labels that are not the organisation (co.uk, com.au, ...).
-_SLD = frozenset(["co", "com", "org", "net", "ac", "gov", "edu", "ne", "or", "go", "mil"])
+_SLD = _words("""
+    co com org net ac gov edu ne or go mil
+""")
 NOT_NAMES = GREETINGS | WEEKDAYS | MONTHS | RELATIVE_DAYS | MAIL_WORDS
 
 _HEADER_LINE = re.compile(
@@ -146,7 +163,7 @@ def name_variants(name: str) -> tuple[list[tuple[str, ...]], str, str]:
 
 
 def domain_org(addr: str) -> str:
-    """The organisation label of a mail domain: "kerry@us.arthurandersen.com" -> "arthurandersen"."""
+    """The organisation label of a mail domain ("k@us.arthurandersen.com" -> "arthurandersen")."""
     domain = addr.rsplit("@", 1)[-1].lower().strip(".")
     labels = [x for x in domain.split(".") if x]
     if len(labels) < 2:

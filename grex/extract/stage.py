@@ -125,8 +125,8 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
     if nlp is None:
         nlp, info = load_model(getattr(nlp_cfg, "model", None))
     else:
-        from grex.extract.model import _info
-        info = _info(nlp, nlp.meta.get("name", ""), False)
+        from grex.extract.model import info_of
+        info = info_of(nlp)
     model_key = _model_key(info)
     changes, last = store.changes_since(conn, CURSOR)
 

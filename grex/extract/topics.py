@@ -78,7 +78,7 @@ class TopicModel:
                 vals.append((1.0 + math.log(c)) * float(self.idf[j]))
         m = csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
                        shape=(len(docs), len(self.vocabulary)))
-        return normalize(m)
+        return normalize(m) if len(docs) else m
 
     def similarities(self, docs: Sequence[str]) -> Any:
         import numpy as np
