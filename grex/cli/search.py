@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from grex.cli.core import console, emit_json, progress_bar, say, state
+from grex.errors import QueryError
 
 SEARCH_HELP = """Search the knowledge base (threads by relevance; --messages for messages).
 
@@ -48,8 +49,11 @@ def register(app: typer.Typer) -> None:
 
         st = state(ctx)
         kb, conn = _open_readonly(st)
-        result = gs.search(kb, " ".join(query), messages=messages, limit=limit, offset=offset,
-                           sort=sort, facets=tuple(facet or ()), conn=conn)
+        try:
+            result = gs.search(kb, " ".join(query), messages=messages, limit=limit,
+                               offset=offset, sort=sort, facets=tuple(facet or ()), conn=conn)
+        except QueryError as e:
+            raise _with_caret(e) from None
         if json_out:
             emit_json(result.to_json())
             return
@@ -98,6 +102,13 @@ def register(app: typer.Typer) -> None:
         say(st, report.summary())
         for line in report.skipped[:20]:
             say(st, f"  skipped {line}")
+
+
+def _with_caret(e: QueryError) -> QueryError:
+    """The same error, its message followed by the query and a caret under the problem."""
+    from grex.query import format_error
+
+    return QueryError(format_error(e), query=e.query, position=e.position)
 
 
 def _open_readonly(st: Any) -> tuple[Any, Any]:
