@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures_core",
     "tests.fixtures_imap",
+    "tests.fixtures_search",
 ]

@@ -30,6 +30,7 @@ _AREAS: tuple[str, ...] = (
     "grex.cli.core_cmds",
     "grex.cli.sync",
     "grex.cli.extract",
+    "grex.cli.search",
 )
 
 
