@@ -315,7 +315,8 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
         excerpt = ""
         for v in views:
             if v.new.strip():
-                excerpt = " ".join(v.new.split())[:200]
+                flat = " ".join(v.new.split())
+                excerpt = flat if len(flat) <= 200 else flat[:199].rstrip() + "…"
                 break
         n_missing = sum(1 for n in it.thread.nodes if n.ghost)
         pages.append(

@@ -19,7 +19,7 @@ import jinja2
 from grex.export.build import search_href
 from grex.export.model import Count, Site
 from grex.export.searchindex import build_index, index_script
-from grex.export.text import digest, email_html, human_size
+from grex.export.text import digest, email_html, human_size, split_patch
 
 _CSP_BASE = (
     "default-src 'none'; img-src 'self' data:; style-src 'self'; font-src 'self'; "
@@ -56,7 +56,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(
         iso=_iso, day=_day, stamp=_stamp, size=human_size, email_html=email_html,
-        search_href=search_href,
+        search_href=search_href, split_patch=split_patch,
     )
     return env
 
@@ -65,7 +65,8 @@ def static_file(name: str) -> bytes:
     return (resources.files("grex") / "static" / name).read_bytes()
 
 
-def render_site(site: Site, *, recent: int = 25, feed_size: int = 50) -> Iterator[tuple[str, bytes]]:
+def render_site(site: Site, *, recent: int = 25,
+                feed_size: int = 50) -> Iterator[tuple[str, bytes]]:
     """Every file of the site (pages, feed, sitemaps, assets, search index), in a stable
     order. Attachments are added by the caller."""
     env = environment()

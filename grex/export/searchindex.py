@@ -98,7 +98,7 @@ def build_index(site: Site) -> dict[str, object]:
         docs.append([
             r.href, r.subject, r.first_date.strftime("%Y-%m-%d"), r.last_date.strftime("%Y-%m-%d"),
             ", ".join(r.authors[:4]) + (f" +{len(r.authors) - 4}" if len(r.authors) > 4 else ""),
-            r.n_messages, page.excerpt[:160],
+            r.n_messages, page.excerpt if len(page.excerpt) <= 160 else page.excerpt[:159] + "…",
         ])
         for chunk in thread_text(page):
             text.add(n, chunk)

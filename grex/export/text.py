@@ -207,6 +207,22 @@ def email_html(text: str) -> Markup:
     return Markup(cleaned)
 
 
+_PATCH_START = re.compile(r"^(diff --git |diff -[urN]+ |Index: \S|--- a/|---\s*$)")
+_PATCH_BODY = re.compile(r"^(@@ |diff |\+\+\+ )", re.MULTILINE)
+
+
+def split_patch(text: str) -> tuple[str, str]:
+    """``(prose, patch)``: a message carrying a patch shows it in a fixed-width block. The
+    patch starts at the first ``diff``/``---``/``Index:`` line followed by a hunk."""
+    lines = text.splitlines(keepends=True)
+    offset = 0
+    for line in lines:
+        if _PATCH_START.match(line) and _PATCH_BODY.search(text, offset):
+            return text[:offset], text[offset:]
+        offset += len(line)
+    return text, ""
+
+
 # ---------------------------------------------------------------- attachment file names
 
 # Extensions that browsers and static hosts treat as inert downloads or plain documents.
