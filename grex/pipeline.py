@@ -21,6 +21,7 @@ from grex.models import ImportReport
 # (name, "module:function"); each function takes (kb, conn, config, *, progress) and
 # returns a report object with a ``summary()`` or a dict.
 LATER_STAGES: list[tuple[str, str]] = [
+    ("index", "grex.index:run_index"),  # after extraction: it indexes entities and topics
 ]
 
 
