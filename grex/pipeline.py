@@ -22,6 +22,7 @@ from grex.models import ImportReport
 # returns a report object with a ``summary()`` or a dict.
 LATER_STAGES: list[tuple[str, str]] = [
     ("index", "grex.index:run_index"),  # after extraction: it indexes entities and topics
+    ("export", "grex.export.run:run_export"),  # last: a no-op unless [export] html_dir is set
 ]
 
 

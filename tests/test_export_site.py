@@ -439,3 +439,34 @@ def test_cli_export_html(tmp_path: Path) -> None:
     assert bad.returncode == 73
     assert bad.stderr.startswith("Error: ") and "not a grex site" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.corpus
+def test_only_exports_the_threads_a_query_matches(tmp_path: Path) -> None:
+    from grex.errors import IndexError_, QueryError
+
+    kb = _kb(tmp_path)
+    with pytest.raises(IndexError_):  # no index yet: a clear error, nothing written
+        _export(kb, tmp_path / "none", only="from:cworth@cworth.org")
+    assert not (tmp_path / "none").exists()
+    from grex.index import run_index
+
+    conn = kb.connect()
+    with kb.writer_lock():
+        run_index(kb, conn, load_config(kb.path, {}))
+    conn.close()
+    with pytest.raises(QueryError):
+        _export(kb, tmp_path / "bad", only="from:(")
+    report = _export(kb, tmp_path / "site", only="from:cworth@cworth.org")
+    gt = json.loads((corpus("notmuch-default") / "groundtruth" / "search_queries.json")
+                    .read_text())["queries"]
+    roots = json.loads((corpus("notmuch-default") / "groundtruth" / "threads.json")
+                       .read_text())["messages"]
+    q = next(q for q in gt if q["query"] == "from:cworth@cworth.org")
+    expected = {f"{thread_slug(roots[m]['thread_root'])}.html" for m in q["message_ids"]}
+    assert report.threads == len(expected) == 11
+    assert {p.name for p in (tmp_path / "site" / "t").iterdir()} == expected
+    # nothing from the other threads: not in the search index, not on the home page
+    index = (tmp_path / "site" / "assets" / "search-index.js").read_text("utf-8")
+    assert "Essai accentu" not in index
+    assert "Essai accentu" not in (tmp_path / "site" / "index.html").read_text("utf-8")

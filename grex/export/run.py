@@ -142,19 +142,19 @@ def knowledge_from(data: Any) -> Knowledge:
                      keyphrases=tuple(keyphrases), related=tuple(related))
 
 
-def select_threads(conn: sqlite3.Connection, query: str, kb: store.KB | None) -> set[str]:
-    """Thread ids a search query matches (``--only``), via the search stage's library."""
+def select_threads(conn: sqlite3.Connection, query: str, kb: store.KB) -> set[str]:
+    """Thread ids a search query matches (``--only``), with the search stage's own query
+    language and index. Raises QueryError for a bad query, IndexError_ without an index."""
     try:
-        from grex import search as search_mod  # type: ignore[attr-defined]
+        from grex import search as search_mod
     except ImportError:
         raise ExportError(
             "--only needs grex's search stage, which this build does not have",
             hint="export without --only",
         ) from None
-    finder = getattr(search_mod, "thread_ids_matching", None)
-    if finder is None:
-        raise ExportError("--only: this build's search stage cannot list matching threads")
-    return {store.resolve_thread_id(conn, t) or t for t in finder(kb, conn, query)}
+    n = int(conn.execute("SELECT COUNT(*) FROM threads").fetchone()[0])
+    result = search_mod.search(kb, query, limit=max(n, 1), conn=conn, suggest=False)
+    return {store.resolve_thread_id(conn, h.thread_id) or h.thread_id for h in result.hits}
 
 
 def read_threads(conn: sqlite3.Connection, *, only: set[str] | None = None,
