@@ -470,3 +470,24 @@ def test_only_exports_the_threads_a_query_matches(tmp_path: Path) -> None:
     index = (tmp_path / "site" / "assets" / "search-index.js").read_text("utf-8")
     assert "Essai accentu" not in index
     assert "Essai accentu" not in (tmp_path / "site" / "index.html").read_text("utf-8")
+
+
+@pytest.mark.corpus
+def test_import_refreshes_the_configured_site(tmp_path: Path) -> None:
+    """With [export] html_dir set, `grex import` ends with the export stage."""
+    kb = store.KB.init(tmp_path / "kb")
+    toml = kb.config_path.read_text("utf-8")
+    assert '# html_dir = ""' in toml
+    kb.config_path.write_text(toml.replace('# html_dir = ""', 'html_dir = "site"', 1), "utf-8")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    src = corpus("notmuch-default") / "maildir"
+    run = subprocess.run([sys.executable, "-m", "grex", "--kb", str(kb.path), "import",
+                          str(src), "--json"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    stages = {s["name"]: s["skipped"] for s in json.loads(run.stdout)["stages"]}
+    assert "export" in stages and stages["export"] is None
+    site = kb.path / "site"
+    assert site.is_symlink() and len(list((site / "t").iterdir())) == 24
+    conn = kb.connect(readonly=True)
+    assert store.get_cursor(conn, "export") == store.last_seq(conn) > 0
+    conn.close()
