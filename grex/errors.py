@@ -14,7 +14,8 @@
     │   └── FolderError        a configured folder does not exist (exit 67)
     ├── NLPError               the spaCy model can't be loaded or run (exit 1)
     ├── QueryError             a search query can't be parsed (exit 2: a usage error)
-    └── IndexError_            the search index is missing or damaged (exit 1)
+    ├── IndexError_            the search index is missing or damaged (exit 1)
+    └── ExportError            the HTML site can't be written (exit 73, EX_CANTCREAT)
 
 Third-party exceptions are wrapped where they enter grex, with a message that says what
 failed and what to do. The CLI catches GrexError in one place.
@@ -101,8 +102,14 @@ class IndexError_(GrexError):
     exit_code = 1
 
 
+class ExportError(GrexError):
+    """The site can't be written: output path not ours, another export running, disk."""
+
+    exit_code = 73
+
+
 __all__ = [
-    "AuthError", "ConfigError", "ConnectError", "FolderError", "GrexError", "ImportSourceError",
+    "AuthError", "ConfigError", "ConnectError", "ExportError", "FolderError", "GrexError", "ImportSourceError",
     "IndexError_", "KBError", "KBLocked", "KBNotFound", "NLPError", "ParseError", "QueryError",
     "SyncError", "TLSError",
 ]

@@ -23,6 +23,7 @@ from grex.models import ImportReport
 LATER_STAGES: list[tuple[str, str]] = [
     ("extract", "grex.extract.stage:run_extract"),
     ("index", "grex.index:run_index"),  # after extraction: it indexes entities and topics
+    ("export", "grex.export.run:run_export"),  # last: a no-op unless [export] html_dir is set
 ]
 
 

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures_core",
     "tests.fixtures_imap",
     "tests.fixtures_search",
+    "fixtures_export",
 ]

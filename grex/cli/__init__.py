@@ -31,6 +31,7 @@ _AREAS: tuple[str, ...] = (
     "grex.cli.sync",
     "grex.cli.extract",
     "grex.cli.search",
+    "grex.cli.export",
 )
 
 
