@@ -1,0 +1,441 @@
+"""Running grex unattended: who holds the writer lock, a record of every run, a rotating log,
+and a graceful stop on SIGTERM.
+
+    with ops.writer(kb, wait=False, command="sync") as run:     # KBLocked (exit 75) if busy
+        ... do the work, checking run.stop_requested between batches ...
+        run.counts.update(new=12, deleted=1)
+
+``writer`` takes the store's exclusive lock, writes a side file naming the holder (pid, host,
+command, since) so `grex status` can say who is busy, and keeps a row in the ``runs`` table
+that is written when the run starts and again when it ends. A run whose row never ended and
+whose process is gone was killed; status says so and the next run goes on from the store.
+
+Readers (search, export, status) never take the lock: SQLite WAL gives them the last
+committed state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from grex.errors import GrexError, KBLocked
+
+log = logging.getLogger("grex.ops")
+
+HOLDER_FILE = "writer.lock.json"
+LOG_MAX_BYTES = 1_000_000
+LOG_BACKUPS = 5
+
+RUNS_SCHEMA = [
+    """
+    CREATE TABLE runs(
+        id INTEGER PRIMARY KEY,
+        command TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        duration REAL,
+        result TEXT NOT NULL DEFAULT 'running',  -- running | ok | failed | interrupted
+        counts TEXT NOT NULL DEFAULT '{}',        -- JSON
+        error TEXT
+    );
+    CREATE INDEX runs_command ON runs(command, id);
+    CREATE TABLE ops_state(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------ log file
+
+
+def setup_log_file(path: Path, *, max_bytes: int = LOG_MAX_BYTES,
+                   backups: int = LOG_BACKUPS, level: int = logging.INFO) -> logging.Handler:
+    """Send grex's log records to a size-rotated file (path, path.1 .. path.N).
+
+    Only one writer runs at a time (the KB lock), so one process rotates at a time; a sync
+    that is refused the lock logs one line, which at worst lands just before a rotation.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s {socket.gethostname()} pid=%(process)d %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S%z"))
+    handler.setLevel(level)
+    root = logging.getLogger("grex")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > level:
+        root.setLevel(level)
+    return handler
+
+
+# ------------------------------------------------------------- who holds the lock
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    pid: int
+    host: str
+    command: str
+    since: str
+
+    @property
+    def local(self) -> bool:
+        return self.host == socket.gethostname()
+
+
+@dataclass(frozen=True, slots=True)
+class LockState:
+    """What status shows about the writer lock."""
+
+    holder: LockHolder | None  # what the side file says
+    held: bool  # a live process holds the lock now
+    stale: bool  # the side file names a holder that is gone
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"holder": asdict(self.holder) if self.holder else None,
+                "held": self.held, "stale": self.stale}
+
+
+def holder_path(kb_root: Path) -> Path:
+    return kb_root / HOLDER_FILE
+
+
+def write_holder(kb_root: Path, command: str) -> LockHolder:
+    holder = LockHolder(os.getpid(), socket.gethostname(), command, now_iso())
+    path = holder_path(kb_root)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(holder)) + "\n")
+    os.replace(tmp, path)
+    return holder
+
+
+def read_holder(kb_root: Path) -> LockHolder | None:
+    try:
+        data = json.loads(holder_path(kb_root).read_text())
+        return LockHolder(int(data["pid"]), str(data["host"]), str(data["command"]),
+                          str(data["since"]))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        # A torn or hand-edited file: report it as a holder nobody can vouch for.
+        return LockHolder(0, "?", "unreadable lock record", "")
+
+
+def clear_holder(kb_root: Path, *, only_pid: int | None = None) -> bool:
+    holder = read_holder(kb_root)
+    if holder is None or (only_pid is not None and holder.pid != only_pid):
+        return False
+    with suppress(FileNotFoundError):
+        holder_path(kb_root).unlink()
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    with suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def lock_pids(lock_file: Path) -> set[int]:
+    """Pids holding any lock on ``lock_file`` according to /proc/locks (Linux), else empty."""
+    try:
+        st = lock_file.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return set()
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = set()
+    for line in table.splitlines():
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (blocked waiters carry "->")
+        if "->" in parts:
+            continue
+        for i, p in enumerate(parts):
+            if p.count(":") == 2 and i > 0 and _same_dev_ino(p, want):
+                with suppress(ValueError):
+                    pids.add(int(parts[i - 1]))
+    return pids
+
+
+def _same_dev_ino(a: str, b: str) -> bool:
+    try:
+        ma, na, ia = a.split(":")
+        mb, nb, ib = b.split(":")
+        return (int(ma, 16), int(na, 16), int(ia)) == (int(mb, 16), int(nb, 16), int(ib))
+    except ValueError:
+        return False
+
+
+def lock_state(kb_root: Path, lock_file: Path | None) -> LockState:
+    holder = read_holder(kb_root)
+    pids = lock_pids(lock_file) if lock_file is not None else set()
+    if pids:
+        return LockState(holder, True, bool(holder and holder.pid not in pids and holder.local))
+    if holder is None:
+        return LockState(None, False, False)
+    if not holder.local:
+        # Another host (a KB on a network share): trust the record, it can't be checked here.
+        return LockState(holder, True, False)
+    alive = pid_alive(holder.pid)
+    # Without /proc/locks a live pid is believed; with it, no lock on the file means stale.
+    held = alive and lock_file is None
+    return LockState(holder, held, not held)
+
+
+# ------------------------------------------------------------------------ the runs table
+
+
+def ensure_runs(conn: sqlite3.Connection) -> None:
+    from grex import store
+
+    store.ensure_schema(conn, "ops", RUNS_SCHEMA)
+
+
+def start_run(conn: sqlite3.Connection, command: str) -> int:
+    ensure_runs(conn)
+    with conn:
+        cur = conn.execute(
+            "INSERT INTO runs(command, pid, host, started_at) VALUES (?, ?, ?, ?)",
+            (command, os.getpid(), socket.gethostname(), now_iso()))
+    return int(cur.lastrowid or 0)
+
+
+def end_run(conn: sqlite3.Connection, run_id: int, result: str, counts: dict[str, Any],
+            error: str | None, duration: float) -> None:
+    with conn:
+        conn.execute(
+            "UPDATE runs SET ended_at=?, duration=?, result=?, counts=?, error=? WHERE id=?",
+            (now_iso(), round(duration, 3), result, json.dumps(counts, sort_keys=True),
+             error, run_id))
+
+
+def set_state(conn: sqlite3.Connection, key: str, value: Any) -> None:
+    ensure_runs(conn)
+    with conn:
+        conn.execute("INSERT INTO ops_state(key, value) VALUES (?, ?) "
+                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                     (key, json.dumps(value)))
+
+
+def get_state(conn: sqlite3.Connection, key: str) -> Any:
+    try:
+        row = conn.execute("SELECT value FROM ops_state WHERE key=?", (key,)).fetchone()
+    except sqlite3.OperationalError:  # no ops tables yet: nothing was ever recorded
+        return None
+    return json.loads(row[0]) if row else None
+
+
+def record_site_refresh(conn: sqlite3.Connection, html_dir: Path, pages: int | None = None) -> None:
+    """Called by the pipeline after run_export refreshed the site."""
+    set_state(conn, "site_refreshed", {"at": now_iso(), "html_dir": str(html_dir),
+                                       "pages": pages})
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: int
+    command: str
+    pid: int
+    host: str
+    started_at: str
+    ended_at: str | None
+    duration: float | None
+    result: str  # ok | failed | interrupted | running | killed (derived)
+    counts: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _row_to_run(row: sqlite3.Row, holder_pids: set[int]) -> RunRecord:
+    result = row["result"]
+    if result == "running":
+        same_host = row["host"] == socket.gethostname()
+        if same_host and not (row["pid"] in holder_pids or pid_alive(row["pid"])):
+            result = "killed"
+    return RunRecord(row["id"], row["command"], row["pid"], row["host"], row["started_at"],
+                     row["ended_at"], row["duration"], result, json.loads(row["counts"] or "{}"),
+                     row["error"])
+
+
+def recent_runs(conn: sqlite3.Connection, command: str | None = None, limit: int = 10,
+                live_pids: set[int] | None = None) -> list[RunRecord]:
+    try:
+        if command:
+            rows = conn.execute("SELECT * FROM runs WHERE command=? ORDER BY id DESC LIMIT ?",
+                                (command, limit)).fetchall()
+        else:
+            rows = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?",
+                                (limit,)).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    return [_row_to_run(r, live_pids or set()) for r in rows]
+
+
+def close_killed_runs(conn: sqlite3.Connection) -> int:
+    """Mark runs whose process died without ending them as 'killed' (doctor --repair)."""
+    n = 0
+    for run in recent_runs(conn, limit=1000):
+        if run.result == "killed":
+            with conn:
+                conn.execute("UPDATE runs SET result='killed', ended_at=COALESCE(ended_at, ?),"
+                             " error=COALESCE(error, 'process ended without recording an end')"
+                             " WHERE id=? AND result='running'", (now_iso(), run.id))
+            n += 1
+    return n
+
+
+# ----------------------------------------------------------------- graceful stop
+
+
+class Interrupted(GrexError):
+    """The run was asked to stop (SIGTERM / SIGINT) and stopped after its current batch."""
+
+    exit_code = 143
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; work loops check it between batches. A second signal while the
+    flag is already set raises Interrupted at once (someone really wants us gone)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal: int | None = None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.requested:
+            raise Interrupted(f"stopped by signal {signal.Signals(signum).name} (second time)")
+        self.requested = True
+        self.signal = signum
+        log.warning("received %s: finishing the current batch, then stopping",
+                    signal.Signals(signum).name)
+
+    @contextmanager
+    def installed(self, signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[StopFlag]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.signal(s, self._handler) for s in signals}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+# ------------------------------------------------------------------- the writer context
+
+
+@dataclass
+class Run:
+    """What a writer records about itself while it works."""
+
+    id: int
+    command: str
+    stop: StopFlag
+    counts: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop.requested
+
+
+def _lock_file(kb: Any) -> Path | None:
+    for attr in ("lock_path", "lock_file"):
+        p = getattr(kb, attr, None)
+        if p is not None:
+            return Path(p)
+    return None
+
+
+def describe_holder(kb_root: Path, lock_file: Path | None) -> str:
+    state = lock_state(kb_root, lock_file)
+    h = state.holder
+    if h is None:
+        return "another grex process holds the KB lock"
+    return f"`grex {h.command}` (pid {h.pid} on {h.host}, since {h.since}) holds the KB lock"
+
+
+@contextmanager
+def writer(kb: Any, *, wait: bool, command: str,
+           stop: StopFlag | None = None) -> Iterator[Run]:
+    """Hold the KB's writer lock for ``command``, recorded in the side file and ``runs``.
+
+    Raises KBLocked (exit 75) when another writer is busy and ``wait`` is False. The run's
+    row ends as ok, failed (an exception escaped) or interrupted (the stop flag was set).
+    """
+    root = kb_root(kb)
+    lock_file = _lock_file(kb)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(kb.writer_lock(wait))
+        except KBLocked as e:
+            msg = describe_holder(root, lock_file)
+            log.info("%s refused: %s", command, msg)
+            raise KBLocked(f"{msg}; not starting `grex {command}`",
+                           hint="retry later, or pass --wait to queue behind it") from e
+        stack.callback(clear_holder, root, only_pid=os.getpid())
+        write_holder(root, command)
+        conn = kb.connect()
+        stack.callback(conn.close)
+        stop = stop or StopFlag()
+        run = Run(start_run(conn, command), command, stop)
+        log.info("%s started (run %d)", command, run.id)
+        result, error = "ok", None
+        try:
+            with stop.installed():
+                yield run
+            if stop.requested:
+                result = "interrupted"
+        except BaseException as e:  # record, then let it travel on
+            interrupted = isinstance(e, Interrupted | KeyboardInterrupt) or stop.requested
+            result = "interrupted" if interrupted else "failed"
+            error = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            duration = time.monotonic() - run.started
+            end_run(conn, run.id, result, run.counts, error, duration)
+            log.info("%s %s in %.1fs %s%s", command, result, duration,
+                     json.dumps(run.counts, sort_keys=True), f" ({error})" if error else "")
+
+
+def kb_root(kb: Any) -> Path:
+    for attr in ("path", "root"):
+        p = getattr(kb, attr, None)
+        if p is not None:
+            return Path(p)
+    raise TypeError(f"{kb!r} has no path")
