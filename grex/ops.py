@@ -439,3 +439,78 @@ def kb_root(kb: Any) -> Path:
         if p is not None:
             return Path(p)
     raise TypeError(f"{kb!r} has no path")
+
+
+# ------------------------------------------------------------------- exit codes
+
+
+# Codes that no exception carries: what the process itself ends with.
+_PROCESS_CODES = [
+    (0, "-", "success (with `--quiet`, nothing is printed)"),
+    (2, "-", "usage error: an unknown option or a bad argument (Typer/Click)"),
+    (130, "-", "interrupted by Ctrl-C (SIGINT) before finishing"),
+]
+
+
+def exit_code_table() -> list[tuple[int, str, str]]:
+    """(code, exception, meaning) for every GrexError subclass, plus the process codes.
+
+    Built from grex.errors (and the classes other grex modules define under GrexError), so
+    the documentation cannot drift from the code: a test compares docs/exit-codes.md with it.
+    """
+    import importlib
+    import re
+
+    import grex.errors as errors
+
+    for mod in ("grex.cron",):  # modules that define their own GrexError subclasses
+        with suppress(ImportError):
+            importlib.import_module(mod)
+    notes = {}
+    for line in (errors.__doc__ or "").splitlines():
+        m = re.match(r"[\s│├└─]*([A-Z][A-Za-z_]+)\s{2,}(.+?)\s*(?:\(exit (\d+)[^)]*\))?\s*$",
+                     line)
+        if m:
+            notes[m.group(1)] = m.group(2).strip()
+    seen: dict[str, tuple[int, str, str]] = {}
+
+    def walk(cls: type[GrexError]) -> None:
+        doc = notes.get(cls.__name__) or (cls.__doc__ or "").strip().split("\n")[0]
+        doc = re.sub(r"\s*\(exit \d+[^)]*\)\s*$", "", doc.rstrip(".")).rstrip(".")
+        seen[cls.__name__] = (cls.exit_code, cls.__name__, doc)
+        for sub in sorted(cls.__subclasses__(), key=lambda c: c.__name__):
+            if sub.__module__.startswith("grex") and not sub.__module__.startswith("grex.tests"):
+                walk(sub)
+
+    walk(errors.GrexError)
+    seen["GrexError"] = (1, "GrexError", "any other error grex reports (one line on stderr)")
+    rows = list(seen.values()) + _PROCESS_CODES
+    return sorted(rows, key=lambda r: (r[0], r[1]))
+
+
+def exit_codes_markdown() -> str:
+    lines = [
+        "# grex exit codes",
+        "",
+        "Generated from `grex/errors.py` by `python -m grex.ops exit-codes`; a test keeps it",
+        "in step with the code. Codes follow BSD sysexits(3) where one fits.",
+        "",
+        "| code | error | meaning |",
+        "| ---: | --- | --- |",
+    ]
+    for code, name, meaning in exit_code_table():
+        lines.append(f"| {code} | {'`' + name + '`' if name != '-' else '-'} | {meaning} |")
+    lines += [
+        "",
+        "Under cron, `grex sync --quiet` prints nothing when it succeeds, so cron mails only",
+        "failures; 75 means another writer held the KB lock and this run did not start.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m grex.ops exit-codes > docs/exit-codes.md
+    import sys as _sys
+
+    if _sys.argv[1:] == ["exit-codes"]:
+        _sys.stdout.write(exit_codes_markdown())
