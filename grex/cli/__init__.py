@@ -1,0 +1,92 @@
+"""The command line: thin over the library. One error handler, in ``main``.
+
+Exit codes: 0 ok; 1 error; 2 usage or bad query; 66 input missing; 67 IMAP folder missing;
+68 host unknown/unreachable; 69 IMAP service failed; 75 KB locked (another writer);
+76 TLS/certificate failure; 77 login refused; 78 configuration invalid.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from grex.cli.core import AppState, err_console, state
+
+app = typer.Typer(
+    name="grex",
+    help="Shared email threads as a searchable knowledge base.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Each area registers its commands; one line per area.
+_AREAS: tuple[str, ...] = (
+    "grex.cli.core_cmds",
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    kb: Annotated[str | None, typer.Option("--kb", help="knowledge base directory "
+                                           "[default: $GREX_KB or indexes/default]")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or chatter")]
+    = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False,
+) -> None:
+    st = ctx.obj if isinstance(ctx.obj, AppState) else AppState()
+    st.kb_flag, st.quiet, st.debug = kb, quiet or st.quiet, debug or st.debug
+    ctx.obj = st
+
+
+for _area in _AREAS:
+    importlib.import_module(_area).register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turn every GrexError into one line and an exit code."""
+    from grex.errors import GrexError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("GREX_DEBUG") == "1"
+    try:
+        app(args=args, prog_name="grex", standalone_mode=False)
+    except GrexError as e:
+        if debug:
+            raise
+        err_console.print(f"Error: {e}", markup=False)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err_console.print("Aborted.")
+        sys.exit(130)
+    except typer.TyperException as e:  # usage errors (Typer's vendored click): exit 2
+        if debug or not hasattr(e, "show"):
+            raise
+        e.show()
+        sys.exit(getattr(e, "exit_code", 2))
+    except EOFError:
+        err_console.print("Aborted.")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("Interrupted.")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(0)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback for users
+        if debug:
+            raise
+        err_console.print(f"Error: unexpected {type(e).__name__}: {e} (run with --debug for "
+                          "the traceback, and please report it)", markup=False)
+        sys.exit(1)
+
+
+__all__ = ["app", "main", "state"]

@@ -1,0 +1,108 @@
+"""What every command shares: global state, opening the KB, JSON output, progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from grex import store
+from grex.config import Config, load_config, resolve_kb_path
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class AppState:
+    kb_flag: str | None = None
+    debug: bool = False
+    quiet: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kb_path(self) -> Path:
+        return resolve_kb_path(self.kb_flag)
+
+    def config(self) -> Config:
+        return load_config(self.kb_path, self.overrides)
+
+    def open(self, *, readonly: bool = False) -> tuple[store.KB, sqlite3.Connection, Config]:
+        config = self.config()
+        kb = store.KB.open(config.kb)
+        return kb, kb.connect(readonly=readonly), config
+
+
+def state(ctx: typer.Context) -> AppState:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, AppState):
+        obj = AppState()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, datetime):
+        return o.isoformat()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, set | frozenset | tuple):
+        return list(o)
+    if hasattr(o, "__dataclass_fields__"):
+        from dataclasses import asdict
+        return asdict(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def emit_json(obj: Any) -> None:
+    """Print JSON to stdout (UTF-8, not ASCII-escaped), one document."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=_default) + "\n")
+    sys.stdout.flush()
+
+
+def show_progress(st: AppState) -> bool:
+    return not st.quiet and sys.stdout.isatty()
+
+
+@contextlib.contextmanager
+def progress_bar(st: AppState, description: str,
+                 total: int | None = None) -> Iterator[Callable[[int], None]]:
+    """A Rich progress bar (none when quiet or not a TTY); yields advance(n)."""
+    if not show_progress(st):
+        yield lambda n=1: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  transient=True) as p:
+        task = p.add_task(description, total=total)
+        yield lambda n=1: p.advance(task, n)
+
+
+def say(st: AppState, text: str) -> None:
+    """A human line on stdout, unless quiet."""
+    if not st.quiet:
+        console.print(text, markup=False)
+
+
+def iso(ts: float | datetime) -> str:
+    if isinstance(ts, datetime):
+        return ts.isoformat()
+    from datetime import UTC
+    return datetime.fromtimestamp(ts, UTC).isoformat()

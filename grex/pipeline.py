@@ -1,0 +1,70 @@
+"""Composes the stages: import/sync -> extract -> index -> export.
+
+Each later stage follows the catalog's change feed from its own cursor, so running them
+after any change (or after a crash) does exactly the outstanding work. A stage whose
+module is not installed in this build is skipped and said to be skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grex import importer, store
+from grex.config import Config
+from grex.models import ImportReport
+
+# (name, "module:function"); each function takes (kb, conn, config, *, progress) and
+# returns a report object with a ``summary()`` or a dict.
+LATER_STAGES: list[tuple[str, str]] = [
+]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    report: Any = None
+    skipped: str = ""  # why the stage did not run
+
+
+@dataclass(frozen=True)
+class PipelineReport:
+    stages: tuple[StageResult, ...] = field(default_factory=tuple)
+
+
+def import_paths(kb: store.KB, conn: sqlite3.Connection, config: Config,
+                 paths: Iterable[Path | str], *,
+                 progress: Callable[[int], None] | None = None) -> ImportReport:
+    return importer.import_messages(kb, conn, importer.scan(paths),
+                                    subject_merge=config.threading.subject_merge,
+                                    progress=progress)
+
+
+def run_later_stages(kb: store.KB, conn: sqlite3.Connection, config: Config, *,
+                     progress: Callable[[str, int, int | None], None] | None = None,
+                     only: Iterable[str] | None = None,
+                     **options: Any) -> PipelineReport:
+    """Run every later stage that exists, incrementally, in order."""
+    wanted = set(only) if only is not None else None
+    results: list[StageResult] = []
+    for name, target in LATER_STAGES:
+        if wanted is not None and name not in wanted:
+            continue
+        module_name, _, func_name = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and module_name.startswith(e.name):
+                results.append(StageResult(name, skipped=f"{module_name} is not available"))
+                continue
+            raise
+        func = getattr(module, func_name)
+        stage_progress = (lambda n, total=None, _name=name: progress(_name, n, total)) \
+            if progress else None
+        results.append(StageResult(name, func(kb, conn, config, progress=stage_progress,
+                                              **options.get(name, {}))))
+    return PipelineReport(tuple(results))
