@@ -28,18 +28,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from grex.errors import ConfigError, GrexError
+from grex.errors import ConfigError, SchedulerError
 
 _SECRET = re.compile(r"PASS|SECRET|TOKEN|KEY|CRED", re.IGNORECASE)
 # Variables that describe how to reach grex itself, never the schedule's own business.
 _SKIP_VARS = {"GREX_CRONTAB"}
 LOG_NAME = "sync.log"
-
-
-class CronError(GrexError):
-    """The crontab program failed or is missing (exit 69, EX_UNAVAILABLE)."""
-
-    exit_code = 69
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +190,7 @@ def crontab_command(env: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if env is None else env
     cmd = shlex.split(env.get("GREX_CRONTAB", "crontab"))
     if not cmd or not shutil.which(cmd[0]):
-        raise CronError(f"the crontab program ({' '.join(cmd) or 'crontab'}) is not installed",
+        raise SchedulerError(f"the crontab program ({' '.join(cmd) or 'crontab'}) is not installed",
                         hint="install cron (Debian: apt-get install cron) or use --systemd")
     return cmd
 
@@ -206,14 +200,14 @@ def read_crontab(cmd: Sequence[str]) -> str:
     if p.returncode != 0:
         if "no crontab" in p.stderr.lower():
             return ""
-        raise CronError(f"`{' '.join(cmd)} -l` failed: {p.stderr.strip()}")
+        raise SchedulerError(f"`{' '.join(cmd)} -l` failed: {p.stderr.strip()}")
     return p.stdout
 
 
 def write_crontab(cmd: Sequence[str], text: str) -> None:
     p = subprocess.run([*cmd, "-"], input=text, capture_output=True, text=True)
     if p.returncode != 0:
-        raise CronError(f"`{' '.join(cmd)} -` refused the new crontab: {p.stderr.strip()}")
+        raise SchedulerError(f"`{' '.join(cmd)} -` refused the new crontab: {p.stderr.strip()}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,8 +282,8 @@ Type=oneshot
 WorkingDirectory={_systemd_quote(str(kb))}
 {envs}
 ExecStart={exec_start}
-# 75 = another sync holds the KB lock: not a failure of this run
-SuccessExitStatus=75
+# 75: another sync held the KB lock; 143: stopped by SIGTERM after a batch
+SuccessExitStatus=75 143
 # SIGTERM lets grex finish the current batch and record the run as interrupted
 KillSignal=SIGTERM
 TimeoutStopSec=120

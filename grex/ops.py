@@ -24,18 +24,17 @@ import signal
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from grex.errors import GrexError, KBLocked
+from grex.errors import GrexError, Interrupted, KBLocked
 
 log = logging.getLogger("grex.ops")
 
-HOLDER_FILE = "writer.lock.json"
 LOG_MAX_BYTES = 1_000_000
 LOG_BACKUPS = 5
 
@@ -92,6 +91,8 @@ def setup_log_file(path: Path, *, max_bytes: int = LOG_MAX_BYTES,
 
 @dataclass(frozen=True, slots=True)
 class LockHolder:
+    """What the store's lock.json says (written by KB.writer_lock, removed on release)."""
+
     pid: int
     host: str
     command: str
@@ -106,46 +107,35 @@ class LockHolder:
 class LockState:
     """What status shows about the writer lock."""
 
-    holder: LockHolder | None  # what the side file says
+    holder: LockHolder | None  # what lock.json says
     held: bool  # a live process holds the lock now
-    stale: bool  # the side file names a holder that is gone
+    stale: bool  # lock.json names a holder that no longer holds the lock (killed)
+    pids: tuple[int, ...] = ()  # the processes holding the flock (from /proc/locks)
 
     def to_dict(self) -> dict[str, Any]:
         return {"holder": asdict(self.holder) if self.holder else None,
-                "held": self.held, "stale": self.stale}
+                "held": self.held, "stale": self.stale, "pids": list(self.pids)}
 
 
-def holder_path(kb_root: Path) -> Path:
-    return kb_root / HOLDER_FILE
-
-
-def write_holder(kb_root: Path, command: str) -> LockHolder:
-    holder = LockHolder(os.getpid(), socket.gethostname(), command, now_iso())
-    path = holder_path(kb_root)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(holder)) + "\n")
-    os.replace(tmp, path)
-    return holder
-
-
-def read_holder(kb_root: Path) -> LockHolder | None:
+def read_holder(kb: Any) -> LockHolder | None:
     try:
-        data = json.loads(holder_path(kb_root).read_text())
-        return LockHolder(int(data["pid"]), str(data["host"]), str(data["command"]),
-                          str(data["since"]))
+        data = json.loads(Path(kb.lock_info_path).read_text(encoding="utf-8"))
+        return LockHolder(int(data.get("pid", 0)), str(data.get("host", "?")),
+                          str(data.get("command", "?")), str(data.get("since", "")))
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError):
-        # A torn or hand-edited file: report it as a holder nobody can vouch for.
+    except (OSError, ValueError, AttributeError, TypeError):
+        # A torn or hand-edited record: a holder nobody can vouch for.
         return LockHolder(0, "?", "unreadable lock record", "")
 
 
-def clear_holder(kb_root: Path, *, only_pid: int | None = None) -> bool:
-    holder = read_holder(kb_root)
-    if holder is None or (only_pid is not None and holder.pid != only_pid):
+def clear_holder(kb: Any) -> bool:
+    """Remove a stale lock.json. Refuses while a live process holds the lock."""
+    state = lock_state(kb)
+    if state.held or state.holder is None:
         return False
     with suppress(FileNotFoundError):
-        holder_path(kb_root).unlink()
+        Path(kb.lock_info_path).unlink()
     return True
 
 
@@ -159,57 +149,56 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie is dead for our purposes.
-    with suppress(OSError):
+    with suppress(OSError, IndexError):
         stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
     return True
 
 
-def lock_pids(lock_file: Path) -> set[int]:
-    """Pids holding any lock on ``lock_file`` according to /proc/locks (Linux), else empty."""
+def lock_pids(lock_file: Path) -> set[int] | None:
+    """Pids holding a lock on ``lock_file`` according to /proc/locks; None where there is no
+    /proc/locks (then only the recorded pid's liveness can be checked). Reading it never
+    touches the lock, so a status never disturbs a running sync."""
     try:
-        st = lock_file.stat()
         table = Path("/proc/locks").read_text()
     except OSError:
+        return None
+    try:
+        st = lock_file.stat()
+    except OSError:
         return set()
-    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
     pids = set()
     for line in table.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (waiters are marked "->")
         parts = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (blocked waiters carry "->")
-        if "->" in parts:
+        if "->" in parts or len(parts) < 6:
             continue
-        for i, p in enumerate(parts):
-            if p.count(":") == 2 and i > 0 and _same_dev_ino(p, want):
-                with suppress(ValueError):
-                    pids.add(int(parts[i - 1]))
+        try:
+            major, minor, ino = parts[5].split(":")
+            if (int(major, 16), int(minor, 16), int(ino)) == want:
+                pids.add(int(parts[4]))
+        except ValueError:
+            continue
     return pids
 
 
-def _same_dev_ino(a: str, b: str) -> bool:
-    try:
-        ma, na, ia = a.split(":")
-        mb, nb, ib = b.split(":")
-        return (int(ma, 16), int(na, 16), int(ia)) == (int(mb, 16), int(nb, 16), int(ib))
-    except ValueError:
-        return False
-
-
-def lock_state(kb_root: Path, lock_file: Path | None) -> LockState:
-    holder = read_holder(kb_root)
-    pids = lock_pids(lock_file) if lock_file is not None else set()
+def lock_state(kb: Any) -> LockState:
+    holder = read_holder(kb)
+    pids = lock_pids(Path(kb.lock_path))
     if pids:
-        return LockState(holder, True, bool(holder and holder.pid not in pids and holder.local))
+        stale = bool(holder and holder.local and holder.pid not in pids)
+        return LockState(holder, True, stale, tuple(sorted(pids)))
     if holder is None:
         return LockState(None, False, False)
     if not holder.local:
-        # Another host (a KB on a network share): trust the record, it can't be checked here.
+        # A KB on a share written from another host: the record can't be checked here.
         return LockState(holder, True, False)
-    alive = pid_alive(holder.pid)
-    # Without /proc/locks a live pid is believed; with it, no lock on the file means stale.
-    held = alive and lock_file is None
-    return LockState(holder, held, not held)
+    if pids is None:  # no /proc/locks: believe a live pid
+        alive = pid_alive(holder.pid)
+        return LockState(holder, alive, not alive)
+    return LockState(holder, False, True)
 
 
 # ------------------------------------------------------------------------ the runs table
@@ -300,10 +289,10 @@ def recent_runs(conn: sqlite3.Connection, command: str | None = None, limit: int
     return [_row_to_run(r, live_pids or set()) for r in rows]
 
 
-def close_killed_runs(conn: sqlite3.Connection) -> int:
+def close_killed_runs(conn: sqlite3.Connection, live_pids: set[int] | None = None) -> int:
     """Mark runs whose process died without ending them as 'killed' (doctor --repair)."""
     n = 0
-    for run in recent_runs(conn, limit=1000):
+    for run in recent_runs(conn, limit=1000, live_pids=live_pids):
         if run.result == "killed":
             with conn:
                 conn.execute("UPDATE runs SET result='killed', ended_at=COALESCE(ended_at, ?),"
@@ -314,12 +303,6 @@ def close_killed_runs(conn: sqlite3.Connection) -> int:
 
 
 # ----------------------------------------------------------------- graceful stop
-
-
-class Interrupted(GrexError):
-    """The run was asked to stop (SIGTERM / SIGINT) and stopped after its current batch."""
-
-    exit_code = 143
 
 
 class StopFlag:
@@ -373,43 +356,42 @@ class Run:
     def stop_requested(self) -> bool:
         return self.stop.requested
 
+    def check(self) -> None:
+        """Raise Interrupted when a stop was requested: call it between batches."""
+        if self.stop.requested:
+            name = signal.Signals(self.stop.signal).name if self.stop.signal else "a signal"
+            raise Interrupted(f"stopped by {name} after a completed batch",
+                              hint="the next sync goes on from what was stored")
 
-def _lock_file(kb: Any) -> Path | None:
-    for attr in ("lock_path", "lock_file"):
-        p = getattr(kb, attr, None)
-        if p is not None:
-            return Path(p)
-    return None
-
-
-def describe_holder(kb_root: Path, lock_file: Path | None) -> str:
-    state = lock_state(kb_root, lock_file)
-    h = state.holder
-    if h is None:
-        return "another grex process holds the KB lock"
-    return f"`grex {h.command}` (pid {h.pid} on {h.host}, since {h.since}) holds the KB lock"
+    def progress(self, inner: Callable[..., Any] | None = None) -> Callable[..., None]:
+        """A progress callback (called by sync after each saved batch) that also stops the
+        run there when SIGTERM came: the batch is durable, the rest waits for the next run."""
+        def cb(*args: Any) -> None:
+            if inner is not None:
+                inner(*args)
+            self.check()
+        return cb
 
 
 @contextmanager
-def writer(kb: Any, *, wait: bool, command: str,
+def writer(kb: Any, *, wait: bool, command: str, timeout: float | None = None,
            stop: StopFlag | None = None) -> Iterator[Run]:
-    """Hold the KB's writer lock for ``command``, recorded in the side file and ``runs``.
+    """Hold the KB's writer lock for ``command`` and keep a ``runs`` row for the run.
 
-    Raises KBLocked (exit 75) when another writer is busy and ``wait`` is False. The run's
-    row ends as ok, failed (an exception escaped) or interrupted (the stop flag was set).
+    The store's lock records its holder (lock.json); KBLocked (exit 75) comes at once when
+    another writer is busy and ``wait`` is False. SIGTERM sets ``run.stop``: work loops see
+    it (``run.check()`` / ``run.progress``) and stop after their current batch. The row ends
+    as ok, failed (an exception escaped) or interrupted; a kill leaves it 'running' and
+    status reports it as killed.
     """
-    root = kb_root(kb)
-    lock_file = _lock_file(kb)
+    try:
+        lock = kb.writer_lock(wait=wait, timeout=timeout, command=command)
+        lock.__enter__()
+    except KBLocked as e:
+        log.warning("%s not started: %s", command, e)
+        raise
     with ExitStack() as stack:
-        try:
-            stack.enter_context(kb.writer_lock(wait))
-        except KBLocked as e:
-            msg = describe_holder(root, lock_file)
-            log.info("%s refused: %s", command, msg)
-            raise KBLocked(f"{msg}; not starting `grex {command}`",
-                           hint="retry later, or pass --wait to queue behind it") from e
-        stack.callback(clear_holder, root, only_pid=os.getpid())
-        write_holder(root, command)
+        stack.push(lock)
         conn = kb.connect()
         stack.callback(conn.close)
         stop = stop or StopFlag()
@@ -429,8 +411,9 @@ def writer(kb: Any, *, wait: bool, command: str,
         finally:
             duration = time.monotonic() - run.started
             end_run(conn, run.id, result, run.counts, error, duration)
-            log.info("%s %s in %.1fs %s%s", command, result, duration,
-                     json.dumps(run.counts, sort_keys=True), f" ({error})" if error else "")
+            log.log(logging.INFO if result == "ok" else logging.WARNING,
+                    "%s %s in %.1fs %s%s", command, result, duration,
+                    json.dumps(run.counts, sort_keys=True), f" ({error})" if error else "")
 
 
 def kb_root(kb: Any) -> Path:
@@ -458,14 +441,10 @@ def exit_code_table() -> list[tuple[int, str, str]]:
     Built from grex.errors (and the classes other grex modules define under GrexError), so
     the documentation cannot drift from the code: a test compares docs/exit-codes.md with it.
     """
-    import importlib
     import re
 
     import grex.errors as errors
 
-    for mod in ("grex.cron",):  # modules that define their own GrexError subclasses
-        with suppress(ImportError):
-            importlib.import_module(mod)
     notes = {}
     for line in (errors.__doc__ or "").splitlines():
         m = re.match(r"[\s│├└─]*([A-Z][A-Za-z_]+)\s{2,}(.+?)\s*(?:\(exit (\d+)[^)]*\))?\s*$",

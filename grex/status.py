@@ -78,17 +78,15 @@ def _pending(conn: sqlite3.Connection, tables: set[str], cursor_name: str) -> in
 
 def _quarantine(conn: sqlite3.Connection, tables: set[str],
                 limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The newest quarantined messages (source, reason, when, where the bytes are kept)."""
     if "quarantine" not in tables:
         return [], 0
-    cols = [r[1] for r in conn.execute('PRAGMA table_info("quarantine")')]
-    want = [c for c in ("source", "reason", "at", "created_at", "added_at", "path") if c in cols]
     total = int(conn.execute("SELECT count(*) FROM quarantine").fetchone()[0])
-    if not want:
-        return [], total
-    order = "rowid DESC"
-    rows = conn.execute(f"SELECT {', '.join(want)} FROM quarantine ORDER BY {order} LIMIT ?",
-                        (limit,)).fetchall()
-    return [dict(zip(want, tuple(r), strict=True)) for r in rows], total
+    rows = conn.execute("SELECT source, reason, path, at FROM quarantine ORDER BY at DESC "
+                        "LIMIT ?", (limit,)).fetchall()
+    return [{"source": r["source"], "reason": r["reason"], "path": r["path"],
+             "at": datetime.fromtimestamp(r["at"], UTC).isoformat(timespec="seconds")}
+            for r in rows], total
 
 
 def index_health(kb_root: Path, conn: sqlite3.Connection, tables: set[str]) -> IndexHealth | None:
@@ -130,7 +128,7 @@ def _index_doc_ids(gindex: Any, kb_root: Path) -> set[str] | None:
     ix = windex.open_dir(str(idx_dir), readonly=True)
     try:
         with ix.searcher() as s:
-            return {f.get("message_id") for f in s.all_stored_fields() if f.get("message_id")}
+            return {f["id"] for f in s.all_stored_fields() if f.get("id")}
     finally:
         ix.close()
 
@@ -149,12 +147,13 @@ def site_state(conn: sqlite3.Connection, tables: set[str],
 
 
 def gather_status(kb: Any, html_dir: Path | None = None, quarantine_limit: int = 20) -> Status:
-    root = ops.kb_root(kb)
-    lock = ops.lock_state(root, ops._lock_file(kb))
-    conn = kb.connect()
+    """Read the KB's state without the writer lock (never waits for a running sync)."""
+    root = Path(kb.path)
+    lock = ops.lock_state(kb)
+    conn = kb.connect(readonly=True)
     try:
         tables = _tables(conn)
-        live = {lock.holder.pid} if lock.held and lock.holder else set()
+        live = set(lock.pids) | ({lock.holder.pid} if lock.held and lock.holder else set())
         runs = ops.recent_runs(conn, None, 10, live)
         syncs = [r for r in runs if r.command == "sync"] or ops.recent_runs(conn, "sync", 1, live)
         counts = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from grex import cron
-from grex.errors import ConfigError
+from grex.errors import ConfigError, SchedulerError
 
 CRON_USER = "grex-crontest"
 
@@ -131,7 +131,7 @@ def test_install_show_remove_real_crontab(crontab_env: dict[str, str], tmp_path:
 
 
 def test_missing_crontab_program_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(cron.CronError, match="not installed"):
+    with pytest.raises(SchedulerError, match="not installed"):
         cron.cron_install(tmp_path, cron.parse_every("15m"),
                           {"GREX_CRONTAB": "/nonexistent/crontab", "PATH": "/bin"})
 
