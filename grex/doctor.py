@@ -267,7 +267,8 @@ def check_runs(kb: Any, repair: bool) -> Check:
     live = set(state.pids) | ({state.holder.pid} if state.held and state.holder else set())
     conn = kb.connect()
     try:
-        killed = [r for r in ops.recent_runs(conn, None, 1000, live) if r.result == "killed"]
+        killed = [r for r in ops.recent_runs(conn, None, 1000, live)
+                  if r.result == "killed" and r.ended_at is None]
         if not killed:
             return Check("runs", OK, "every finished run recorded its end")
         what = f"{len(killed)} run(s) ended without recording it (killed): " + ", ".join(

@@ -293,7 +293,7 @@ def close_killed_runs(conn: sqlite3.Connection, live_pids: set[int] | None = Non
     """Mark runs whose process died without ending them as 'killed' (doctor --repair)."""
     n = 0
     for run in recent_runs(conn, limit=1000, live_pids=live_pids):
-        if run.result == "killed":
+        if run.result == "killed" and run.ended_at is None:
             with conn:
                 conn.execute("UPDATE runs SET result='killed', ended_at=COALESCE(ended_at, ?),"
                              " error=COALESCE(error, 'process ended without recording an end')"

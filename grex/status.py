@@ -52,6 +52,11 @@ class Status:
         return d
 
 
+def _is_sync(command: str) -> bool:
+    words = command.split()
+    return bool(words) and words[words[0] == "grex" and len(words) > 1:][0] == "sync"
+
+
 def _tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
@@ -155,7 +160,8 @@ def gather_status(kb: Any, html_dir: Path | None = None, quarantine_limit: int =
         tables = _tables(conn)
         live = set(lock.pids) | ({lock.holder.pid} if lock.held and lock.holder else set())
         runs = ops.recent_runs(conn, None, 10, live)
-        syncs = [r for r in runs if r.command == "sync"] or ops.recent_runs(conn, "sync", 1, live)
+        syncs = [r for r in runs if _is_sync(r.command)] \
+            or ops.recent_runs(conn, "grex sync", 1, live) or ops.recent_runs(conn, "sync", 1, live)
         counts = {
             "messages": _count(conn, tables, "messages"),
             "threads": _count(conn, tables, "threads"),

@@ -11,6 +11,7 @@ import typer
 from grex import cron, doctor, store
 from grex import status as gstatus
 from grex.cli.core import emit_json, say, state
+from grex.errors import GrexError
 
 cron_app = typer.Typer(help="Schedule `grex sync` (crontab block or systemd user timer).",
                        no_args_is_help=True, rich_markup_mode=None)
@@ -90,8 +91,8 @@ def cron_show(
         emit_json({"installed": bool(result.block), "block": result.block})
         return
     if not result.block:
-        say(st, "No grex schedule in the crontab" + ("" if all_ else f" for {kb_path}"))
-        raise typer.Exit(1)
+        raise GrexError("no grex schedule in the crontab" + ("" if all_ else f" for {kb_path}"),
+                        hint="`grex cron install` adds one")
     say(st, result.block.rstrip("\n"))
 
 
@@ -209,4 +210,5 @@ def register(app: typer.Typer) -> None:
             for c in checks:
                 say(st, c.line())
         if worst == doctor.FAIL:
-            raise typer.Exit(1)
+            failed = [c.name for c in checks if c.level == doctor.FAIL]
+            raise GrexError(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}")
