@@ -250,6 +250,32 @@ def record_site_refresh(conn: sqlite3.Connection, html_dir: Path, pages: int | N
                                        "pages": pages})
 
 
+def refresh_site(kb: Any, conn: sqlite3.Connection, config: Any, *,
+                 progress: Callable[..., None] | None = None, **options: Any) -> dict[str, Any]:
+    """The pipeline's export stage: with ``[export] html_dir`` set, bring the static site up
+    to date (incrementally: grex.export.run_export follows the "export" cursor) and record
+    when, for `grex status`. Without html_dir, or without the export module, it does nothing
+    and says why."""
+    html = getattr(getattr(config, "export", None), "html_dir", "") or ""
+    if not html:
+        return {"skipped": "no [export] html_dir in grex.toml"}
+    try:
+        from grex.export import run_export  # type: ignore[attr-defined]
+    except ImportError as e:
+        if e.name and "grex.export".startswith(e.name):
+            return {"skipped": "grex.export is not available in this build"}
+        raise
+    html_dir = Path(html).expanduser()
+    if not html_dir.is_absolute():
+        html_dir = Path(kb.path) / html_dir
+    report = run_export(kb, conn, config, progress=progress, **options)
+    pages = getattr(report, "pages", None)
+    if pages is None and isinstance(report, dict):
+        pages = report.get("pages")
+    record_site_refresh(conn, html_dir, pages if isinstance(pages, int) else None)
+    return {"html_dir": str(html_dir), "pages": pages, "report": report}
+
+
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     id: int

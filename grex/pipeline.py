@@ -21,6 +21,9 @@ from grex.models import ImportReport
 # (name, "module:function"); each function takes (kb, conn, config, *, progress) and
 # returns a report object with a ``summary()`` or a dict.
 LATER_STAGES: list[tuple[str, str]] = [
+    # ops (issue 7): refreshes [export] html_dir after indexing via grex.export.run_export
+    # and records when for `grex status`; keep it last.
+    ("export", "grex.ops:refresh_site"),
 ]
 
 
