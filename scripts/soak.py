@@ -38,7 +38,9 @@ import imapclient
 REPO = Path(__file__).resolve().parents[1]
 SERVER = REPO / "scripts" / "imap-test-server"
 KEYWORD = "grex-share"
-WORDS = ["deploy", "rollback", "latency", "cache", "invoice", "contract", "schema", "migration", "outage", "budget", "roadmap", "review", "release", "sprint", "vendor", "license", "backup", "failover", "index", "quorum"]
+WORDS = ["deploy", "rollback", "latency", "cache", "invoice", "contract", "schema",
+         "migration", "outage", "budget", "roadmap", "review", "release", "sprint", "vendor",
+         "license", "backup", "failover", "index", "quorum"]
 
 
 def _env() -> dict[str, str]:

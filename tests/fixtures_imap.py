@@ -23,8 +23,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email.utils import format_datetime, make_msgid
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 import imapclient
@@ -33,6 +33,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SERVER_SCRIPT = REPO / "scripts" / "imap-test-server"
 LOAD_SCRIPT = REPO / "scripts" / "load-mail"
+POOL = 200  # IMAP users created at start; each test takes fresh ones
 
 
 def _load_script(path: Path, name: str):
@@ -71,10 +72,13 @@ class ImapServer:
         self.run("restart")
 
     def new_user(self, prefix: str = "u") -> ImapUser:
-        name = f"{prefix}{next(self._users)}"
-        r = subprocess.run([sys.executable, str(SERVER_SCRIPT), "adduser", str(self.dir), name],
-                           capture_output=True, text=True, timeout=30, check=True)
-        return ImapUser(self, name, r.stdout.strip())
+        """A user nobody used yet (from the pool created at start: Dovecot checks its
+        passwd-file at most once a second, so users added at run time can be refused for
+        a moment)."""
+        n = next(self._users)
+        if n > POOL:
+            raise RuntimeError(f"more than {POOL} IMAP users in one session: raise POOL")
+        return ImapUser(self, f"u{n}", f"u{n}-secret")
 
     def log(self) -> str:
         return (self.dir / "log" / "dovecot.log").read_text(errors="replace")
@@ -166,7 +170,8 @@ def imap_server() -> Iterator[ImapServer]:
     # Socket paths are limited to 107 bytes: keep the directory short (not pytest's tmp_path).
     d = Path(tempfile.mkdtemp(prefix="gxi-", dir="/dev/shm" if os.path.isdir("/dev/shm")
                               else "/tmp"))
-    r = subprocess.run([sys.executable, str(SERVER_SCRIPT), "start", str(d)],
+    users = ",".join(["grex"] + [f"u{i}" for i in range(1, POOL + 1)])
+    r = subprocess.run([sys.executable, str(SERVER_SCRIPT), "start", str(d), "--users", users],
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         shutil.rmtree(d, ignore_errors=True)
@@ -179,10 +184,84 @@ def imap_server() -> Iterator[ImapServer]:
     finally:
         subprocess.run([sys.executable, str(SERVER_SCRIPT), "stop", str(d)],
                        capture_output=True, timeout=60)
-        shutil.rmtree(d, ignore_errors=True)
+        if not os.environ.get("GREX_KEEP_IMAP_DIR"):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
 def imap_user(imap_server: ImapServer) -> ImapUser:
     """A fresh IMAP user with an empty mailbox on the session's Dovecot."""
     return imap_server.new_user()
+
+
+# ---------------------------------------------------------------- KB helpers for sync tests
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_accounts(kb_path: Path, accounts: list[dict[str, object]]) -> Path:
+    """Create the KB (if needed) with a grex.toml holding exactly these [[accounts]]."""
+    from grex import store
+
+    store.KB.init(kb_path)
+    text = ""
+    for a in accounts:
+        text += "[[accounts]]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in a.items())
+        text += "\n"
+    (kb_path / "grex.toml").write_text(text)
+    return kb_path
+
+
+def run_sync(kb_path: Path, **options: object):
+    """Sync in-process, as `grex sync --no-later` does; returns the SyncReport."""
+    from grex import store
+    from grex import sync as gsync
+    from grex.config import load_config
+
+    config = load_config(kb_path, env={})
+    kb = store.KB.open(kb_path)
+    conn = kb.connect()
+    try:
+        with kb.writer_lock(wait=True, timeout=60):
+            return gsync.sync(kb, conn, config, **options)  # type: ignore[arg-type]
+    finally:
+        conn.close()
+
+
+def kb_state(kb_path: Path) -> dict[str, object]:
+    """What a user could tell apart about a KB: messages, threads, copies, sync rows, files."""
+    import sqlite3
+
+    conn = sqlite3.connect(kb_path / "catalog.sqlite")
+    q = lambda sql: sorted(tuple(r) for r in conn.execute(sql))  # noqa: E731
+    threads: dict[str, list[str]] = {}
+    for tid, mid in conn.execute("SELECT thread_id, message_id FROM messages"):
+        threads.setdefault(tid, []).append(mid)
+    state = {
+        "messages": q("SELECT message_id, content_hash FROM messages"),
+        "threads": sorted(tuple(sorted(v)) for v in threads.values()),
+        "locations": q("SELECT message_id, source FROM locations"),
+        "sync": q("SELECT account, folder, uid, message_id FROM sync_message"),
+        "raw": sorted(p.name for p in (kb_path / "raw" / "cur").iterdir()),
+        "quarantine": q("SELECT content_hash, source FROM quarantine"),
+    }
+    conn.close()
+    return state
+
+
+def grex_cli(kb_path: Path, *args: str, env: dict[str, str] | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `python -m grex --kb KB ARGS` as a user would, in a clean GREX_* environment."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GREX_")}
+    clean.update(env or {})
+    return subprocess.run([sys.executable, "-m", "grex", "--kb", str(kb_path), *args],
+                          capture_output=True, text=True, timeout=timeout, env=clean,
+                          cwd=REPO)

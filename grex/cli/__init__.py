@@ -29,6 +29,7 @@ app = typer.Typer(
 _AREAS: tuple[str, ...] = (
     "grex.cli.core_cmds",
     "grex.cli.ops",
+    "grex.cli.sync",
 )
 
 

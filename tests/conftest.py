@@ -1,0 +1,5 @@
+"""Shared fixtures. Each area's fixtures live in tests/fixtures_<area>.py, one line below."""
+
+pytest_plugins = [
+    "tests.fixtures_imap",
+]
