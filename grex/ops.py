@@ -401,14 +401,16 @@ class Run:
 
 @contextmanager
 def writer(kb: Any, *, wait: bool, command: str, timeout: float | None = None,
-           stop: StopFlag | None = None) -> Iterator[Run]:
+           stop: StopFlag | None = None,
+           conn: sqlite3.Connection | None = None) -> Iterator[Run]:
     """Hold the KB's writer lock for ``command`` and keep a ``runs`` row for the run.
 
     The store's lock records its holder (lock.json); KBLocked (exit 75) comes at once when
-    another writer is busy and ``wait`` is False. SIGTERM sets ``run.stop``: work loops see
-    it (``run.check()`` / ``run.progress``) and stop after their current batch. The row ends
-    as ok, failed (an exception escaped) or interrupted; a kill leaves it 'running' and
-    status reports it as killed.
+    another writer is busy and ``wait`` is False. ``conn`` (optional) is the caller's catalog
+    connection, so the ``runs`` rows never wait on a transaction of the same process.
+    SIGTERM sets ``run.stop``: work loops see it (``run.check()`` / ``run.progress``) and
+    stop after their current batch. The row ends as ok, failed (an exception escaped) or
+    interrupted; a kill leaves it 'running' and status reports it as killed.
     """
     try:
         lock = kb.writer_lock(wait=wait, timeout=timeout, command=command)
@@ -418,8 +420,9 @@ def writer(kb: Any, *, wait: bool, command: str, timeout: float | None = None,
         raise
     with ExitStack() as stack:
         stack.push(lock)
-        conn = kb.connect()
-        stack.callback(conn.close)
+        if conn is None:
+            conn = kb.connect()
+            stack.callback(conn.close)
         stop = stop or StopFlag()
         run = Run(start_run(conn, command), command, stop)
         log.info("%s started (run %d)", command, run.id)
@@ -436,6 +439,8 @@ def writer(kb: Any, *, wait: bool, command: str, timeout: float | None = None,
             raise
         finally:
             duration = time.monotonic() - run.started
+            if conn.in_transaction:  # a failed batch left its transaction open: drop it
+                conn.rollback()
             end_run(conn, run.id, result, run.counts, error, duration)
             log.log(logging.INFO if result == "ok" else logging.WARNING,
                     "%s %s in %.1fs %s%s", command, result, duration,
