@@ -34,6 +34,9 @@ from typing import Any
 from grex.errors import GrexError, Interrupted, KBLocked
 
 log = logging.getLogger("grex.ops")
+# Library records go to a --log-file when one is set up, never to stderr by accident
+# (logging's last-resort handler would print WARNINGs: cron would mail them).
+logging.getLogger("grex").addHandler(logging.NullHandler())
 
 LOG_MAX_BYTES = 1_000_000
 LOG_BACKUPS = 5
