@@ -4,5 +4,5 @@ pytest_plugins = [
     "tests.fixtures_core",
     "tests.fixtures_imap",
     "tests.fixtures_search",
-    "fixtures_export",
+    "tests.fixtures_export",
 ]
