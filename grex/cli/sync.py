@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from grex import pipeline, store
+from grex import ops, pipeline, store
 from grex import sync as gsync
 from grex.cli.core import AppState, console, emit_json, say, show_progress, state
 
@@ -55,6 +56,17 @@ def register(app: typer.Typer) -> None:
                                             "export) afterwards")] = True,
         json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")]
         = False,
+        # --- ops (issue 7): lock policy, cron-friendly output, log file ------------------
+        wait: Annotated[bool, typer.Option("--wait", help="queue behind a running writer "
+                                           "instead of exiting 75 at once")] = False,
+        wait_timeout: Annotated[float, typer.Option("--wait-timeout", help="with --wait, give "
+                                                    "up (exit 75) after this many seconds")]
+        = 3600.0,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print nothing on success "
+                                            "(errors still go to stderr): for cron")] = False,
+        log_file: Annotated[Path | None, typer.Option("--log-file", help="append a record of "
+                                                      "the run to this size-rotated log")]
+        = None,
     ) -> None:
         """Fetch the shared threads of every configured IMAP account into the KB.
 
@@ -62,17 +74,30 @@ def register(app: typer.Typer) -> None:
         failure; 75 KB locked; 76 TLS/certificate failure; 77 login refused; 78 bad config.
         """
         st = state(ctx)
+        st.quiet = st.quiet or quiet
+        if log_file is not None:
+            ops.setup_log_file(log_file)
         if not (st.kb_path / store.CATALOG).exists():
             store.KB.init(st.kb_path)
         kb, conn, config = st.open()
-        lock = contextlib.nullcontext() if dry_run else \
-            kb.writer_lock(wait=True, timeout=600, command="grex sync")
+        # ops.writer: the one-writer lock (KBLocked, exit 75, unless --wait), a `runs` row
+        # for `grex status`, and SIGTERM -> stop after the current batch (exit 143).
+        writer = contextlib.nullcontext() if dry_run else \
+            ops.writer(kb, wait=wait, timeout=wait_timeout if wait else None,
+                       command="grex sync", conn=conn)
         stages = None
-        with lock, _progress(st) as progress:
+        with writer as run, _progress(st) as progress:
             report = gsync.sync(kb, conn, config, account=account, full=all_, dry_run=dry_run,
-                                progress=progress)
+                                progress=run.progress(progress) if run else progress)
+            if run:
+                run.counts.update({k: report.total(k) for k in
+                                   ("new", "updated", "removed", "quarantined", "fetched")})
+                run.check()
             if later and not dry_run:
                 stages = pipeline.run_later_stages(kb, conn, config, progress=progress)
+                if run:
+                    run.counts["stages"] = [s.name for s in stages.stages if not s.skipped]
+                    run.check()
         if json_out:
             emit_json({
                 "dry_run": dry_run,
