@@ -589,22 +589,78 @@ def location_source(account: str, folder: str) -> str:
     return f"imap:{account}/{folder}"
 
 
+# ---------------------------------------------------------------- parsing
+
+PARALLEL_MIN = 1000  # messages to fetch before parsing moves to worker processes
+
+
+def _parse_all(datas: Sequence[bytes]) -> list[Message | str]:
+    """Parse raw messages; a failure becomes its reason (the caller quarantines it)."""
+    out: list[Message | str] = []
+    for data in datas:
+        try:
+            out.append(parse_message(data))
+        except ParseError as e:
+            out.append(str(e))
+    return out
+
+
+class _Parsed:
+    def __init__(self, futures: list[Any] | None, done: list[Message | str] | None) -> None:
+        self._futures = futures
+        self._done = done
+
+    def result(self) -> list[Message | str]:
+        if self._done is None:
+            self._done = [m for f in self._futures or () for m in f.result()]
+        return self._done
+
+
+class _Parser:
+    """Parses fetched batches: in this process for small syncs; for big first syncs in
+    worker processes (one per CPU), so parsing batch k overlaps fetching batch k+1."""
+
+    def __init__(self, expected: int) -> None:
+        self.pool: Any = None
+        self.workers = min(os.cpu_count() or 1, 4)
+        if expected >= PARALLEL_MIN and self.workers > 1 \
+                and os.environ.get("GREX_SYNC_WORKERS", "") != "0":
+            import concurrent.futures
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["grex.parse"])
+            self.pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx)
+
+    def submit(self, batch: Sequence[tuple[int, RawMessage]]) -> _Parsed:
+        datas = [raw.data for _, raw in batch]
+        if self.pool is None:
+            return _Parsed(None, _parse_all(datas))
+        step = max(1, -(-len(datas) // self.workers))
+        return _Parsed([self.pool.submit(_parse_all, datas[i:i + step])
+                        for i in range(0, len(datas), step)], None)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 # ---------------------------------------------------------------- saving
 
 
 def save_batch(kb: Any, conn: Any, account: Account, folder: str, uidvalidity: int,
                batch: Sequence[tuple[int, RawMessage]], reasons: dict[int, str],
-               counts: _Counts, *, subject_merge: bool = False) -> None:
-    """Parse and store one fetched batch; its UID rows commit in the same transaction as
-    the messages (the raw files are fsynced before it commits)."""
+               counts: _Counts, *, subject_merge: bool = False,
+               parsed: Sequence[Message | str] | None = None) -> None:
+    """Store one fetched batch (parsed here unless ``parsed`` is given); its UID rows
+    commit in the same transaction as the messages (the raw files are durable first)."""
     pairs: list[tuple[RawMessage, Message]] = []
     uid_mid: list[tuple[int, str]] = []
     bad: list[tuple[RawMessage, str]] = []
-    for uid, raw in batch:
-        try:
-            msg = parse_message(raw.data)
-        except ParseError as e:
-            bad.append((raw, str(e)))
+    results = parsed if parsed is not None else _parse_all([r.data for _, r in batch])
+    for (uid, raw), msg in zip(batch, results, strict=True):
+        if isinstance(msg, str):
+            bad.append((raw, msg))
             continue
         pairs.append((raw, msg))
         uid_mid.append((uid, msg.message_id))
@@ -629,6 +685,15 @@ def save_batch(kb: Any, conn: Any, account: Account, folder: str, uidvalidity: i
 # ---------------------------------------------------------------- one account
 
 
+def _save(kb: Any, conn: Any, account: Account, folder: str, uidvalidity: int,
+          pending: tuple[list[tuple[int, RawMessage]], _Parsed], reasons: dict[int, str],
+          counts: _Counts, subject_merge: bool) -> int:
+    batch, job = pending
+    save_batch(kb, conn, account, folder, uidvalidity, batch, reasons, counts,
+               subject_merge=subject_merge, parsed=job.result())
+    return len(batch)
+
+
 def _rows(conn: Any, account: str) -> list[Any]:
     return conn.execute("SELECT * FROM sync_message WHERE account = ?", (account,)).fetchall()
 
@@ -646,6 +711,8 @@ def _sync_account(kb: Any, conn: Any, client: Any, account: Account, *, full: bo
 
     def unchanged(f: str) -> bool:
         r, s = stored.get(f), snaps[f]
+        if not condstore and not is_whole_folder(account):
+            return False  # keyword changes are invisible without HIGHESTMODSEQ: search again
         return (r is not None and r["selection"] == fp and r["uidvalidity"] == s.uidvalidity
                 and r["uidnext"] == s.uidnext and r["messages"] == s.messages
                 and (not condstore or r["highestmodseq"] == s.highestmodseq))
@@ -738,16 +805,28 @@ def _sync_account(kb: Any, conn: Any, client: Any, account: Account, *, full: bo
     # 2. fetch and save, batch by batch.
     total = sum(len(v) for v in add.values())
     done = 0
-    for f, uids in add.items():
-        reasons = {u: desired[(f, u)].reason for u in uids}
-        for batch in fetch_raw(client, account, f, uids):
-            _checkpoint("fetched")
-            save_batch(kb, conn, account, f, sel.uidvalidity[f], batch, reasons, counts,
-                       subject_merge=subject_merge)
-            done += len(batch)
-            if progress:
-                progress(f"{account.name}/{f}", done, total)
-        sel._selected = f
+    parser = _Parser(total)
+    try:
+        for f, uids in add.items():
+            reasons = {u: desired[(f, u)].reason for u in uids}
+            pending: tuple[list[tuple[int, RawMessage]], _Parsed] | None = None
+            for batch in fetch_raw(client, account, f, uids):
+                _checkpoint("fetched")
+                job = parser.submit(batch)  # parsing overlaps the next FETCH
+                if pending:
+                    done += _save(kb, conn, account, f, sel.uidvalidity[f], pending, reasons,
+                                  counts, subject_merge)
+                    if progress:
+                        progress(f"{account.name}/{f}", done, total)
+                pending = (batch, job)
+            if pending:
+                done += _save(kb, conn, account, f, sel.uidvalidity[f], pending, reasons,
+                              counts, subject_merge)
+                if progress:
+                    progress(f"{account.name}/{f}", done, total)
+            sel._selected = f
+    finally:
+        parser.close()
 
     # 3. removals, after every fetch (a message moved between folders never leaves).
     for r in removals:
