@@ -374,15 +374,15 @@ def resolve_folders(client: Any, account: Account) -> list[str]:
     out: list[str] = []
     for pattern in account.folders:
         variants = {pattern, pattern.replace("/", delim)}
-        if not any(ch in pattern for ch in "*?["):
-            hit = [n for n in names if n in variants
-                   or (pattern.upper() == "INBOX" and n.upper() == "INBOX")]
-            if not hit:
-                near = ", ".join(sorted(names)[:8])
-                raise FolderError(f"account {account.name!r}: folder {pattern!r} does not exist "
-                                  f"on {account.host}", hint=f"folders there: {near}")
-        else:
+        # an exact name first: Gmail's "[Gmail]/All Mail" is a name, not a glob
+        hit = [n for n in names if n in variants
+               or (pattern.upper() == "INBOX" and n.upper() == "INBOX")]
+        if not hit and any(ch in pattern for ch in "*?["):
             hit = [n for n in names if any(fnmatch.fnmatchcase(n, v) for v in variants)]
+        elif not hit:
+            near = ", ".join(sorted(names)[:8])
+            raise FolderError(f"account {account.name!r}: folder {pattern!r} does not exist "
+                              f"on {account.host}", hint=f"folders there: {near}")
         for n in hit:
             if n in selectable and n not in out:
                 out.append(n)
@@ -869,6 +869,7 @@ def sync_account(kb: Any, conn: Any, account: Account, *, full: bool = False,
                  sleep: Callable[[float], None] = time.sleep) -> AccountReport:
     """Sync one account, retrying dropped connections with backoff (0.25 s doubling, up to
     6 attempts); each attempt resumes from what the previous one saved."""
+    ensure_schema(conn)
     counts = _Counts()
     delay = 0.25
     for attempt in range(1, MAX_ATTEMPTS + 1):
