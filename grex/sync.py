@@ -505,8 +505,8 @@ class _Selector:
             if frontier:
                 ids = sorted(frontier)
                 for f in self.folders:
-                    for i in range(0, len(ids), SEARCH_IDS_PER_COMMAND):
-                        crit = thread_criteria(ids[i:i + SEARCH_IDS_PER_COMMAND])
+                    for at in range(0, len(ids), SEARCH_IDS_PER_COMMAND):
+                        crit = thread_criteria(ids[at:at + SEARCH_IDS_PER_COMMAND])
                         if crit:
                             pool |= {(f, u) for u in self.search(f, crit)}
                 searched |= frontier
@@ -518,15 +518,15 @@ class _Selector:
             while grew:
                 grew = False
                 for key in sorted(pool - set(chosen)):
-                    h = self.headers.get(key)
-                    if h is None or not (h.ids & comp):
+                    cand = self.headers.get(key)
+                    if cand is None or not (cand.ids & comp):
                         continue
-                    via = next(iter(sorted(h.ids & comp)))
-                    chosen[key] = _Want(f"thread of {origin.get(via, via)}", h)
-                    for i in h.ids - comp:
+                    via = next(iter(sorted(cand.ids & comp)))
+                    chosen[key] = _Want(f"thread of {origin.get(via, via)}", cand)
+                    for i in cand.ids - comp:
                         origin[i] = origin.get(via, via)
-                    comp |= h.ids
-                    frontier |= h.ids - searched
+                    comp |= cand.ids
+                    frontier |= cand.ids - searched
                     grew = True
             if not frontier:
                 return
@@ -755,11 +755,12 @@ def _sync_account(kb: Any, conn: Any, client: Any, account: Account, *, full: bo
             keep_wanted = []
             for u in wanted:
                 h = hdrs.get(u)
-                old = stale[f].get(h.message_id) if h and h.message_id else None
+                mid = h.message_id if h else ""
+                old = stale[f].get(mid) if mid else None
                 if old:
                     rematch.append((old.pop(), u))
                     if not old:
-                        del stale[f][h.message_id]
+                        del stale[f][mid]
                 else:
                     keep_wanted.append(u)
             wanted = keep_wanted
