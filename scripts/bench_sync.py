@@ -178,6 +178,10 @@ def main() -> int:
             print(best)
             """)], capture_output=True, text=True, env=genv, cwd=REPO, check=True)
         g_inproc = float(inproc.stdout.strip())
+        # what any Python command pays here, for scale (the machine may be shared)
+        py_bare = measure([sys.executable, "-c", "pass"], base_env)
+        py_cli = measure([sys.executable, "-c", "import grex.cli"], {**base_env,
+                                                                    "PYTHONPATH": str(REPO)})
         # 3. mbsync
         m_res = {}
         for fsync in (True, False):
@@ -196,6 +200,9 @@ def main() -> int:
         print(row("grex no-change re-sync (process)", g2, n, mb))
         print(row("mbsync no-change re-run", m2, n, mb))
         print(f"{'grex no-change re-sync (in-process)':<34} {g_inproc:8.3f} s")
+        print(f"{'python -c pass (start-up, for scale)':<34} {py_bare['wall']:8.3f} s")
+        print(f"{'python -c import grex.cli':<34} {py_cli['wall']:8.3f} s")
+        print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print()
         print(f"grex stored {got.get('new')} new messages; mbsync wrote {m_files} files")
         print(f"first sync, grex msg/s / mbsync (FSync yes) msg/s: "
