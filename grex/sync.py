@@ -99,6 +99,11 @@ SCHEMA = [
     );
     CREATE INDEX sync_message_mid ON sync_message (message_id);
     """,
+    # v2: each held copy's keywords (IMAP keywords, or Gmail labels), kept current with
+    # CONDSTORE (UID FETCH FLAGS CHANGEDSINCE) and shown by `grex why`
+    """
+    ALTER TABLE sync_message ADD COLUMN keywords TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 
 Progress = Callable[[str, int, int | None], None]
@@ -158,6 +163,7 @@ class WhyEntry:
     folder: str
     uid: int
     reason: str
+    keywords: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -656,6 +662,7 @@ def save_batch(kb: Any, conn: Any, account: Account, folder: str, uidvalidity: i
     commit in the same transaction as the messages (the raw files are durable first)."""
     pairs: list[tuple[RawMessage, Message]] = []
     uid_mid: list[tuple[int, str]] = []
+    kws: dict[int, str] = {uid: json.dumps(list(raw.location.keywords)) for uid, raw in batch}
     bad: list[tuple[RawMessage, str]] = []
     results = parsed if parsed is not None else _parse_all([r.data for _, r in batch])
     for (uid, raw), msg in zip(batch, results, strict=True):
@@ -674,8 +681,8 @@ def save_batch(kb: Any, conn: Any, account: Account, folder: str, uidvalidity: i
             store.quarantine(kb, conn, raw, reason)
         conn.executemany(
             "INSERT OR REPLACE INTO sync_message (account, folder, uidvalidity, uid, message_id,"
-            " reason, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(account.name, folder, uidvalidity, uid, mid, reasons.get(uid, ""), now)
+            " reason, added_at, keywords) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(account.name, folder, uidvalidity, uid, mid, reasons.get(uid, ""), now, kws[uid])
              for uid, mid in uid_mid])
     counts.new += len(result.added)
     counts.updated += result.duplicates
@@ -683,6 +690,45 @@ def save_batch(kb: Any, conn: Any, account: Account, folder: str, uidvalidity: i
 
 
 # ---------------------------------------------------------------- one account
+
+
+def _refresh_keywords(conn: Any, client: Any, sel: _Selector, account: Account,
+                      stored: dict[str, Any], current: dict[tuple[str, int], Any],
+                      dry_run: bool) -> int:
+    """UID FETCH FLAGS CHANGEDSINCE the folder's last HIGHESTMODSEQ over the held UIDs;
+    records the new keywords. Returns how many held copies changed."""
+    changed = 0
+    gmail = sel.gmail
+    by_folder: dict[str, list[Any]] = {}
+    for (f, _), r in current.items():
+        by_folder.setdefault(f, []).append(r)
+    for f, rows in by_folder.items():
+        st = stored.get(f)
+        if st is None or not st["highestmodseq"] or st["uidvalidity"] != sel.uidvalidity[f]:
+            continue
+        sel.select(f)
+        items = [b"FLAGS"] + ([b"X-GM-LABELS"] if gmail else [])
+        held = {r["uid"]: r for r in rows}
+        uids = sorted(held)
+        resp: dict[int, Any] = {}
+        for at in range(0, len(uids), HEADER_BATCH):  # imapclient wants int lists
+            resp.update(client.fetch(uids[at:at + HEADER_BATCH], items,
+                                     modifiers=[f"CHANGEDSINCE {int(st['highestmodseq'])}"]))
+        updates = []
+        for uid, data in resp.items():
+            r = held.get(int(uid))
+            if r is None:
+                continue
+            kws = [_text(x) for x in data.get(b"FLAGS", ()) if not _text(x).startswith("\\")]
+            kws += [_text(x) for x in data.get(b"X-GM-LABELS", ())]
+            if json.dumps(kws) != r["keywords"]:
+                updates.append((json.dumps(kws), account.name, f, r["uidvalidity"], r["uid"]))
+        changed += len(updates)
+        if updates and not dry_run:
+            with store.transaction(conn):
+                conn.executemany("UPDATE sync_message SET keywords = ? WHERE account = ? AND "
+                                 "folder = ? AND uidvalidity = ? AND uid = ?", updates)
+    return changed
 
 
 def _save(kb: Any, conn: Any, account: Account, folder: str, uidvalidity: int,
@@ -792,6 +838,11 @@ def _sync_account(kb: Any, conn: Any, client: Any, account: Account, *, full: bo
         counts.removed = len(removals) if unshare == "remove" else 0
         counts.updated = len(rematch)
         return
+
+    # 0. keywords of held copies changed since the last sync (CONDSTORE): cheap, exact.
+    if condstore:
+        counts.updated += _refresh_keywords(conn, client, sel, account, stored, current,
+                                            dry_run)
 
     # 1. re-matched UIDs: no fetch.
     if rematch:
@@ -941,7 +992,7 @@ def why(conn: Any, thread_id: str) -> WhyReport:
         for r in conn.execute("SELECT * FROM sync_message WHERE message_id = ?"
                               " ORDER BY account, folder, uid", (mid,)):
             entries.append(WhyEntry(mid, subjects[mid], r["account"], r["folder"], r["uid"],
-                                    r["reason"]))
+                                    r["reason"], tuple(json.loads(r["keywords"]))))
         for loc in store.message_locations(conn, mid):
             if not loc.source.startswith("imap:") and loc.source not in others:
                 others.append(loc.source)

@@ -60,7 +60,9 @@ class FakeGmail:
         assert thrids, criteria
         return [u for u, (_, _, t) in self.messages.items() if t in thrids]
 
-    def fetch(self, uids, items):
+    def fetch(self, uids, items, modifiers=None):
+        # no MODSEQ bookkeeping here: CHANGEDSINCE answers for every UID asked (allowed:
+        # the client must cope with unchanged ones being reported)
         out = {}
         for u in uids:
             data, labels, thrid = self.messages[u]

@@ -5,6 +5,7 @@ Every test talks to the session's real Dovecot as a fresh user (tests/fixtures_i
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -206,3 +207,19 @@ def test_unparseable_message_is_quarantined_not_fatal(imap_user, tmp_path):
     assert report.total("quarantined") == 1
     assert _mids(kb) == {good}
     assert len(kb_state(kb)["quarantine"]) == 1  # type: ignore[arg-type]
+
+
+def test_keyword_changes_on_held_messages_are_tracked_with_condstore(imap_user, tmp_path):
+    root, r1, r2 = _thread(imap_user)
+    kb = write_accounts(tmp_path / "kb", [imap_user.account()])
+    run_sync(kb)
+    uids = imap_user.uids("INBOX")
+    imap_user.set_keywords("INBOX", uids[1:2], ["urgent", "$label1"])
+    report = run_sync(kb)
+    assert (report.total("fetched"), report.total("updated")) == (0, 1)
+    conn = sqlite3.connect(kb / "catalog.sqlite")
+    kws = dict(conn.execute("SELECT message_id, keywords FROM sync_message"))
+    conn.close()
+    assert set(json.loads(kws[r1])) == {"urgent", "$label1"}
+    assert json.loads(kws[root]) == ["grex-share"] and json.loads(kws[r2]) == []
+    assert run_sync(kb).total("updated") == 0

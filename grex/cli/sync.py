@@ -145,6 +145,7 @@ def register(app: typer.Typer) -> None:
         say(st, f"Thread {r.thread_id}: {r.subject or '(no subject)'}")
         say(st, "Shared by: " + (", ".join(r.shared_by) or "no IMAP account"))
         for e in r.entries:
-            say(st, f"  <{e.message_id}> in {e.account}/{e.folder} uid {e.uid}: {e.reason}")
+            kws = f" [keywords: {', '.join(e.keywords)}]" if e.keywords else ""
+            say(st, f"  <{e.message_id}> in {e.account}/{e.folder} uid {e.uid}: {e.reason}{kws}")
         for src in r.other_sources:
             say(st, f"  also from {src}")
