@@ -39,12 +39,14 @@ from __future__ import annotations
 import contextlib
 import email.parser
 import email.policy
+import errno
 import fnmatch
 import hashlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -60,6 +62,7 @@ from grex.errors import (
     ConnectError,
     FolderError,
     GrexError,
+    KBError,
     ParseError,
     SyncError,
     TLSError,
@@ -286,12 +289,22 @@ def _close(client: Any) -> None:
             client.shutdown()
 
 
+_NET_ERRNOS = {errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED, errno.EPIPE,
+               errno.ETIMEDOUT, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
+
+
 def _is_transient(e: BaseException) -> bool:
+    """A dropped or refused connection, a timeout, a server going away: worth a retry.
+    Local failures (a KB file that can't be written) are not."""
+    import imaplib
+
     imapclient = _imapclient()
     if isinstance(e, ssl.SSLCertVerificationError):
         return False
-    return isinstance(e, (_Transient, OSError, EOFError,
-                          imapclient.exceptions.IMAPClientAbortError))
+    if isinstance(e, (_Transient, ConnectionError, TimeoutError, EOFError, ssl.SSLError,
+                      imaplib.IMAP4.abort, imapclient.exceptions.IMAPClientAbortError)):
+        return True
+    return isinstance(e, OSError) and e.errno in _NET_ERRNOS
 
 
 # ---------------------------------------------------------------- selection
@@ -935,6 +948,9 @@ def sync_account(kb: Any, conn: Any, account: Account, *, full: bool = False,
             raise
         except Exception as e:
             if not _is_transient(e):
+                if isinstance(e, OSError | sqlite3.Error):
+                    raise KBError(f"account {account.name!r}: the knowledge base could not "
+                                  f"be written: {type(e).__name__}: {e}") from e
                 raise SyncError(f"account {account.name!r}: IMAP error: "
                                 f"{type(e).__name__}: {e}") from e
             if attempt == MAX_ATTEMPTS:
