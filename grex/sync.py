@@ -636,14 +636,18 @@ class _Parsed:
 
 
 class _Parser:
-    """Parses fetched batches: in this process for small syncs; for big first syncs in
-    worker processes (one per CPU), so parsing batch k overlaps fetching batch k+1."""
+    """Parses fetched batches, in this process by default. With GREX_SYNC_WORKERS=N (N > 1)
+    a big sync parses in N worker processes, so parsing batch k overlaps fetching batch
+    k+1. Off by default: on the 2-core machine it was measured on (shared, loaded), the
+    workers made first syncs slower (scripts/bench_sync.py); try it on more cores."""
 
     def __init__(self, expected: int) -> None:
         self.pool: Any = None
-        self.workers = min(os.cpu_count() or 1, 4)
-        if expected >= PARALLEL_MIN and self.workers > 1 \
-                and os.environ.get("GREX_SYNC_WORKERS", "") != "0":
+        try:
+            self.workers = int(os.environ.get("GREX_SYNC_WORKERS") or 1)
+        except ValueError:
+            self.workers = 1
+        if expected >= PARALLEL_MIN and self.workers > 1:
             import concurrent.futures
             import multiprocessing
 

@@ -110,7 +110,8 @@ def test_server_restart_mid_sync_is_retried_and_resumed(imap_user, imap_server, 
     mids = _load_many(imap_user, 60)
     kb = write_accounts(tmp_path / "kb", [imap_user.account()])
     monkeypatch.setenv("GREX_SYNC_BATCH", "10")
-    monkeypatch.setattr(gsync, "PARALLEL_MIN", 20)  # parse in worker processes, as big syncs do
+    monkeypatch.setattr(gsync, "PARALLEL_MIN", 20)  # parse in worker processes (opt-in)
+    monkeypatch.setenv("GREX_SYNC_WORKERS", "2")
     restarted = []
 
     def progress(label: str, done: int, total: int | None) -> None:
