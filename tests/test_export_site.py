@@ -22,7 +22,7 @@ from grex.config import load_config
 from grex.errors import ExportError
 from grex.export import ExportOptions, export_html, publish
 from grex.export.publish import MANIFEST, _lock, live_version, versions_dir
-from grex.export.searchindex import decode_postings, encode_postings
+from grex.export.searchindex import decode_postings, encode_postings, shard_file
 from grex.export.text import (
     email_html,
     redact,
@@ -186,15 +186,31 @@ def test_feed_sitemap_and_search_index(exported_site: Path, notmuch_kb: tuple[st
     sm = ET.parse(tmp_path / "s" / "sitemap.xml").getroot()
     assert all(e.text.startswith("https://kb.example/x/")
                for e in sm.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc"))
-    # the index script is one assignment; nothing in it can close a script element
-    js = (exported_site / "assets/search-index.js").read_text("utf-8")
-    assert js.startswith("window.GREX_SEARCH={") and "</" not in js
-    data = json.loads(js[len("window.GREX_SEARCH="):].rstrip().rstrip(";"))
-    assert len(data["docs"]) == 25
-    terms, posts = data["text"]
-    assert terms == sorted(terms)
+    # the index: meta.js assigns one global, each shard is one call; none can close a script
+    search = exported_site / "assets" / "search"
+    for f in search.iterdir():
+        js = f.read_text("utf-8")
+        assert "</" not in js and js.count("\n") == 1, f
+    meta = _js_value((search / "meta.js").read_text("utf-8"), "window.GREX_SEARCH=")
+    assert meta["n"] == 25 and meta["v"] == 2
+    docs = [row for i in range(0, 25, meta["chunk"])
+            for row in _js_call(search / f"docs-{i // meta['chunk']}.js")[2]]
+    keylen = meta["shards"]["text"][0]
+    _, key, (terms, posts) = _js_call(search / shard_file("text", "zyzzyva"[:keylen]))
+    assert terms == sorted(terms) and all(t.startswith(key) for t in terms)
     zy = decode_postings(posts[terms.index("zyzzyva")])
-    assert [data["docs"][d][0] for d in zy] == [f"t/{thread_slug(HOSTILE_ID)}.html"]
+    assert [docs[d][0] for d in zy] == [thread_slug(HOSTILE_ID)]
+
+
+def _js_value(text: str, prefix: str) -> dict:  # type: ignore[type-arg]
+    assert text.startswith(prefix) and text.endswith(";\n")
+    return json.loads(text[len(prefix):-2])  # type: ignore[no-any-return]
+
+
+def _js_call(path: Path) -> list:  # type: ignore[type-arg]
+    text = path.read_text("utf-8")
+    assert text.startswith("GREX_SEARCH_LOAD(") and text.endswith(");\n")
+    return json.loads("[" + text[len("GREX_SEARCH_LOAD("):-3] + "]")  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- KBs of our own
@@ -307,7 +323,7 @@ def test_incremental_rewrites_only_changed_pages(tmp_path: Path) -> None:
     old = json.loads((v1 / MANIFEST).read_text())["files"]
     new = json.loads((v2 / MANIFEST).read_text())["files"]
     changed = {k for k in new if old.get(k) != new[k]}
-    assert thread_page in changed and "assets/search-index.js" in changed
+    assert thread_page in changed and "assets/search/meta.js" in changed
     assert "assets/site.css" not in changed
     for rel in set(new) - changed:  # unchanged files were linked, not rewritten
         assert os.stat(v1 / rel).st_ino == os.stat(v2 / rel).st_ino, rel
@@ -467,8 +483,8 @@ def test_only_exports_the_threads_a_query_matches(tmp_path: Path) -> None:
     assert report.threads == len(expected) == 11
     assert {p.name for p in (tmp_path / "site" / "t").iterdir()} == expected
     # nothing from the other threads: not in the search index, not on the home page
-    index = (tmp_path / "site" / "assets" / "search-index.js").read_text("utf-8")
-    assert "Essai accentu" not in index
+    for f in (tmp_path / "site" / "assets" / "search").iterdir():
+        assert "Essai accentu" not in f.read_text("utf-8")
     assert "Essai accentu" not in (tmp_path / "site" / "index.html").read_text("utf-8")
 
 

@@ -4,7 +4,7 @@
         ──render_site──> (path, bytes) ──publish──> versioned dir + atomic symlink swap
 
 The site works from file:// and any static host, searches with no server
-(assets/search-index.js + assets/search.js), loads nothing remote and runs no script but
+(assets/search/*.js, loaded on demand by assets/search.js), loads nothing remote and runs no script but
 its own search (a Content-Security-Policy meta tag on every page).
 """
 

@@ -304,7 +304,9 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
                 continue
             seen_ent.add((label.lower(), e.kind))
             href = search_href(f'"{label}"')
-            if e.kind == "PERSON" and label.lower() in label_to_person:
+            if e.kind == "PERSON" and e.addr and e.addr in people:
+                href = pref(Address(e.label, e.addr)).href
+            elif e.kind == "PERSON" and label.lower() in label_to_person:
                 href = label_to_person[label.lower()].href
             elif e.kind == "ORG":
                 oslug = "e-" + slugify(e.label, fallback_key=e.label)

@@ -18,7 +18,7 @@ import jinja2
 
 from grex.export.build import search_href
 from grex.export.model import Count, Site
-from grex.export.searchindex import build_index, index_script
+from grex.export.searchindex import build_index
 from grex.export.text import digest, email_html, human_size, split_patch
 
 _CSP_BASE = (
@@ -81,7 +81,8 @@ def render_site(site: Site, *, recent: int = 25,
 
     for name in STATIC_FILES:
         yield f"assets/{name}", static_file(name)
-    yield "assets/search-index.js", index_script(build_index(site))
+    for name, data in build_index(site):
+        yield f"assets/search/{name}", data
 
     excerpts = {t.ref.slug: t.excerpt for t in site.threads[:recent]}
     yield page(

@@ -107,36 +107,47 @@ def _label(v: Any, *keys: str) -> str:
     return ""
 
 
+# Entity kinds not worth a link: they are contact details (and --redact masks them anyway).
+_SKIP_KINDS = frozenset({"EMAIL", "PHONE", "URL", "CARDINAL", "ORDINAL", "QUANTITY", "PERCENT",
+                         "MONEY", "TIME", "DATE"})
+
+
+def _attr(v: Any, name: str) -> Any:
+    return v.get(name) if isinstance(v, Mapping) else getattr(v, name, None)
+
+
 def knowledge_from(data: Any) -> Knowledge:
-    """Extraction's ``thread_knowledge`` result (a mapping, or an object with the same
-    attributes) -> Knowledge. Unknown or missing parts are left empty."""
+    """Extraction's ``thread_knowledge`` result -> Knowledge. Accepts grex.extract's
+    ThreadKnowledge (entities with text/label/addr, keyphrases with text, topics as
+    (id, label, weight)) or the same shape as a mapping; missing parts stay empty."""
     if data is None:
         return Knowledge()
 
     def get(key: str) -> list[Any]:
-        v = data.get(key) if isinstance(data, Mapping) else getattr(data, key, None)
-        return list(v or [])
+        return list(_attr(data, key) or [])
 
     topics = []
     for t in get("topics"):
-        label = _label(t, "label", "name", "title")
-        key = _label(t, "topic_id", "id", "key", "slug") or label
-        if label:
-            topics.append(TopicTag(key=str(key), label=label))
+        if isinstance(t, tuple | list) and len(t) >= 2:
+            key, label = str(t[0]), str(t[1])
+        else:
+            label = _label(t, "label", "name", "title")
+            key = str(_label(t, "id", "topic_id", "key", "slug") or label)
+        if label.strip():
+            topics.append(TopicTag(key=key, label=label.strip()))
     entities = []
     for e in get("entities"):
-        label = _label(e, "text", "label", "name")
-        if isinstance(e, Mapping):
-            kind = str(e.get("kind") or e.get("label_") or e.get("type") or e.get("ent") or "")
-            if "text" in e and "label" in e and not e.get("kind"):
-                kind = str(e["label"])
-        elif isinstance(e, tuple | list) and len(e) > 1:
-            kind = str(e[1])
+        if isinstance(e, tuple | list):
+            text, kind, addr = (str(e[0]), str(e[1]) if len(e) > 1 else "", "")
         else:
-            kind = str(getattr(e, "kind", "") or getattr(e, "type", ""))
-        if label:
-            entities.append(EntityTag(label=label, kind=kind.upper()))
-    keyphrases = [k for k in (_label(k, "phrase", "text", "label") for k in get("keyphrases")) if k]
+            text = str(_attr(e, "text") or _attr(e, "name") or "")
+            kind = str(_attr(e, "label") or _attr(e, "kind") or _attr(e, "type") or "")
+            addr = str(_attr(e, "addr") or "")
+        kind = kind.upper()
+        if text.strip() and kind not in _SKIP_KINDS:
+            entities.append(EntityTag(label=text.strip(), kind=kind, addr=addr.lower()))
+    keyphrases = [k for k in (_label(k, "text", "phrase", "label") for k in get("keyphrases"))
+                  if k.strip()]
     related = [r for r in (_label(r, "root_message_id", "root") for r in get("related")) if r]
     return Knowledge(topics=tuple(topics), entities=tuple(entities),
                      keyphrases=tuple(keyphrases), related=tuple(related))

@@ -119,6 +119,8 @@ MIN_TOKEN, MAX_TOKEN = 2, 32
 def fold(text: str) -> str:
     """Lowercase, compatibility-normalize and strip accents ("Accentué" -> "accentue").
     search.js does the same with ``normalize("NFKD")`` and ``/\\p{M}/gu``."""
+    if text.isascii():
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.lower())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
