@@ -142,6 +142,17 @@ def fold(text: str) -> str:
     return text.lower().translate(accent_map)
 
 
+def stem_term(word: str) -> str:
+    """The term one word becomes in a stemmed field ("" when it is dropped)."""
+    term = _STEM_CACHE.get(word)
+    if term is None:
+        term = fold(word)
+        term = "" if len(term) > MAX_TOKEN else porter2.stem(term)
+        if len(_STEM_CACHE) < 2_000_000:
+            _STEM_CACHE[word] = term
+    return term
+
+
 def text_analyzer() -> WordTokenizer:
     """Words, lowercased, accents folded, Porter2-stemmed."""
     return WordTokenizer(stem=True)
@@ -350,7 +361,7 @@ def message_document(
 def validate_document(doc: Mapping[str, Any]) -> None:
     """Raise ValueError unless ``doc`` can be written (checked before a multiprocess build,
     whose workers drop their whole share silently on one bad document)."""
-    schema_names = _SCHEMA_NAMES
+    schema_names = _schema_names()
     for key, value in doc.items():
         if key not in schema_names:
             raise ValueError(f"unknown field {key!r}")
@@ -365,7 +376,13 @@ def validate_document(doc: Mapping[str, Any]) -> None:
         raise ValueError("document without id or thread_id")
 
 
-_SCHEMA_NAMES = frozenset(make_schema().names())
+_NAMES: list[frozenset[str]] = []
+
+
+def _schema_names() -> frozenset[str]:
+    if not _NAMES:
+        _NAMES.append(frozenset(make_schema().names()))
+    return _NAMES[0]
 
 
 # ------------------------------------------------------------------------ knowledge source

@@ -95,7 +95,8 @@ class Word:
 
     @property
     def wildcard(self) -> bool:
-        return not self.phrase and ("*" in self.text or "?" in self.text)
+        return (not self.phrase and ("*" in self.text or "?" in self.text)
+                and any(c.isalnum() for c in self.text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +328,8 @@ class _Parser:
 
 _REL = re.compile(
     r"^(\d+)\.?(h|hours?|d|days?|w|weeks?|m|months?|y|years?|min|mins|minutes?)$", re.I)
-_ABS = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2})(?:[T_](\d{1,2}):(\d{2})(?::(\d{2}))?)?)?)?$")
+_ABS = re.compile(
+    r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2})(?:[t_ ](\d{1,2}):(\d{2})(?::(\d{2}))?)?)?)?$")
 _COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 
 

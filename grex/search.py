@@ -30,9 +30,11 @@ from grex.index import (
     FACETS,
     READ_RETRIES,
     SCHEMA_VERSION,
+    TOKEN_PATTERN,
     current_index_dir,
+    fold,
     read_meta,
-    text_analyzer,
+    stem_term,
 )
 from grex.query import ParsedQuery, analyze, parse_query
 
@@ -200,8 +202,8 @@ def with_index(kb: Any, fn: Callable[[_Open], T]) -> T:
 
 # --------------------------------------------------------------------------------- snippets
 
-_TEXT = text_analyzer()
 _WS = re.compile(r"\s+")
+_WORDS = re.compile(TOKEN_PATTERN)
 
 
 def snippet_for(text: str, terms: frozenset[str], prefixes: frozenset[str] = frozenset(),
@@ -213,10 +215,17 @@ def snippet_for(text: str, terms: frozenset[str], prefixes: frozenset[str] = fro
         return "", ()
     matches: list[tuple[int, int, str]] = []
     if terms or prefixes:
-        for tok in _TEXT(text, chars=True, mode="query"):
-            t = tok.text
-            if t in terms or (prefixes and any(t.startswith(p) for p in prefixes)):
-                matches.append((tok.startchar, tok.endchar, t))
+        # stem only words that can match: Porter2 keeps a word's first letters (stemming
+        # every word of a cold process's snippets cost more than the search itself)
+        heads = tuple({t[:3] for t in terms} | {p[:3] for p in prefixes})
+        for m in _WORDS.finditer(text):
+            word = m.group()
+            folded = fold(word)
+            if not folded.startswith(heads):
+                continue
+            t = stem_term(word)
+            if t in terms or (prefixes and t.startswith(tuple(prefixes))):
+                matches.append((m.start(), m.end(), t))
     if not matches:
         start, end = 0, min(len(text), width)
     else:

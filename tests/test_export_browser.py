@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from fixtures_export import HOSTILE_ID, CountingServer, corpus
+from tests.fixtures_export import HOSTILE_ID, CountingServer, corpus
 
 from grex import store
 from grex.export.text import thread_slug

@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from fixtures_export import HOSTILE_ATTACHMENT, HOSTILE_ID, corpus
+from tests.fixtures_export import HOSTILE_ATTACHMENT, HOSTILE_ID, corpus
 
 from grex import pipeline, store
 from grex.config import load_config
