@@ -122,7 +122,8 @@ def counting_server() -> Iterator[CountingServer]:
 @pytest.fixture(scope="session")
 def notmuch_kb(tmp_path_factory: pytest.TempPathFactory,
                counting_server: CountingServer) -> Iterator[tuple[store.KB, Path]]:
-    """notmuch-default plus the hostile message, imported with grex's importer."""
+    """notmuch-default plus the hostile message, imported with grex's importer, with
+    extraction run (so it loads the spaCy model: tests using it are marked nlp)."""
     src = corpus("notmuch-default") / "maildir"
     root = tmp_path_factory.mktemp("export-kb")
     extra = root / "extra"
@@ -133,7 +134,10 @@ def notmuch_kb(tmp_path_factory: pytest.TempPathFactory,
     config = load_config(kb.path, {})
     with kb.writer_lock():
         report = pipeline.import_paths(kb, conn, config, [src, extra])
+        # the real extraction stage (spaCy), so pages have topics, entities, key phrases
+        stages = pipeline.run_later_stages(kb, conn, config, only=["extract"])
     assert report.added == 53, report
+    assert [s.skipped for s in stages.stages] == [""], stages
     conn.close()
     yield kb, root
 

@@ -8,12 +8,12 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from tests.fixtures_export import HOSTILE_ID, CountingServer, corpus
 
 from grex import store
 from grex.export.text import thread_slug
+from tests.fixtures_export import HOSTILE_ID, CountingServer, corpus
 
-pytestmark = [pytest.mark.browser, pytest.mark.corpus]
+pytestmark = [pytest.mark.browser, pytest.mark.corpus, pytest.mark.nlp]
 
 
 def url(site: Path, rel: str) -> str:
@@ -99,15 +99,25 @@ def test_navigate_thread_person_org_topic_and_back(exported_site: Path, page: An
     assert page.locator("h1").inner_text().endswith("cworth.org")
     page.go_back()
     assert "/p/" in page.url
-    # person -> topic, when extraction ran (each topic page lists threads)
-    topics = page.locator("section[aria-labelledby=knows-h] ul.tags a")
-    if topics.count():
-        label = topics.first.inner_text()
-        topics.first.click()
-        assert "/topic/" in page.url
-        assert label in page.locator("h1").inner_text()
-        assert page.locator("ol.threads li").count() >= 1
-        page.go_back()
+    # person -> topic (extraction ran) -> a thread of that topic -> back, back
+    topics = page.locator("section[aria-labelledby=knows-h] ul.tags a[href*='topic/']")
+    assert topics.count() >= 1
+    label = topics.first.inner_text()
+    topics.first.click()
+    assert "/topic/" in page.url
+    topic_url = page.url
+    assert label in page.locator("h1").inner_text()
+    assert page.locator("ol.threads li").count() >= 1
+    experts = page.locator("section[aria-labelledby=who-h] a").all_inner_texts()
+    assert "Carl Worth" in experts  # who knows about it
+    page.click("ol.threads a.subject >> nth=0")
+    assert "/t/" in page.url
+    assert page.locator(f"aside a[href$='{topic_url.rsplit('/', 2)[-2]}/"
+                        f"{topic_url.rsplit('/', 1)[-1]}']").count() == 1
+    page.go_back()
+    assert page.url == topic_url
+    page.go_back()
+    assert "/p/" in page.url
     page.go_back()
     assert page.url == thread_url
 

@@ -4,8 +4,8 @@
         ──render_site──> (path, bytes) ──publish──> versioned dir + atomic symlink swap
 
 The site works from file:// and any static host, searches with no server
-(assets/search/*.js, loaded on demand by assets/search.js), loads nothing remote and runs no script but
-its own search (a Content-Security-Policy meta tag on every page).
+(assets/search/*.js, loaded on demand by assets/search.js), loads nothing remote and runs
+no script but its own search (a Content-Security-Policy meta tag on every page).
 """
 
 from grex.export.build import BuildOptions, build_site

@@ -45,6 +45,7 @@ class PublishReport:
     out_dir: Path
     version_dir: Path  # the live version after this run
     files: int  # files in the site
+    pages: int  # of which HTML pages
     written: int  # files written (new or changed)
     unchanged: int  # files hard-linked from the previous version
     removed: int  # files of the previous version no longer in the site
@@ -177,7 +178,8 @@ def publish(out_dir: Path, files: Iterable[tuple[str, bytes]], *, keep: int = 1)
             removed = len(set(old) - set(manifest))
             if live is not None and written == 0 and removed == 0:
                 _remove(build)
-                return PublishReport(out_dir, live, len(manifest), 0, unchanged, 0, total, False)
+                return PublishReport(out_dir, live, len(manifest), _pages(manifest), 0, unchanged,
+                                     0, total, False)
             (build / MANIFEST).write_text(
                 json.dumps({"version": MANIFEST_VERSION, "files": manifest}, sort_keys=True,
                            indent=0),
@@ -198,8 +200,12 @@ def publish(out_dir: Path, files: Iterable[tuple[str, bytes]], *, keep: int = 1)
         )
         for p in others[: max(0, len(others) - keep)]:
             _remove(p)
-        return PublishReport(out_dir, new_dir, len(manifest), written, unchanged, removed, total,
-                             True)
+        return PublishReport(out_dir, new_dir, len(manifest), _pages(manifest), written,
+                             unchanged, removed, total, True)
+
+
+def _pages(manifest: dict[str, str]) -> int:
+    return sum(1 for rel in manifest if rel.endswith(".html"))
 
 
 def _swap(out_dir: Path, new_dir: Path) -> None:

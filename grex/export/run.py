@@ -54,6 +54,7 @@ class ExportReport:
     topics: int
     orgs: int
     files: int
+    pages: int  # HTML pages among the files
     written: int
     unchanged: int
     removed: int
@@ -132,7 +133,9 @@ def knowledge_from(data: Any) -> Knowledge:
             key, label = str(t[0]), str(t[1])
         else:
             label = _label(t, "label", "name", "title")
-            key = str(_label(t, "id", "topic_id", "key", "slug") or label)
+            ident = next((v for v in (_attr(t, k) for k in ("id", "topic_id", "key", "slug"))
+                          if v is not None and not isinstance(t, str)), None)
+            key = str(ident) if ident is not None else label
         if label.strip():
             topics.append(TopicTag(key=key, label=label.strip()))
     entities = []
@@ -143,6 +146,9 @@ def knowledge_from(data: Any) -> Knowledge:
             text = str(_attr(e, "text") or _attr(e, "name") or "")
             kind = str(_attr(e, "label") or _attr(e, "kind") or _attr(e, "type") or "")
             addr = str(_attr(e, "addr") or "")
+            key = str(_attr(e, "key") or "")
+            if not addr and key.startswith("person:") and "@" in key:
+                addr = key[len("person:"):]
         kind = kind.upper()
         if text.strip() and kind not in _SKIP_KINDS:
             entities.append(EntityTag(label=text.strip(), kind=kind, addr=addr.lower()))
@@ -312,8 +318,9 @@ def export_html(kb: store.KB, conn: sqlite3.Connection, options: ExportOptions, 
     return ExportReport(
         out_dir=str(pub.out_dir), version_dir=str(pub.version_dir), threads=len(site.threads),
         messages=site.n_messages, people=len(site.people), topics=len(site.topics),
-        orgs=len(site.orgs), files=pub.files, written=pub.written, unchanged=pub.unchanged,
-        removed=pub.removed, bytes=pub.bytes, attachments=n_att, swapped=pub.swapped,
+        orgs=len(site.orgs), files=pub.files, pages=pub.pages, written=pub.written,
+        unchanged=pub.unchanged, removed=pub.removed, bytes=pub.bytes, attachments=n_att,
+        swapped=pub.swapped,
         seconds=round(time.monotonic() - started, 3), notes=tuple(notes),
     )
 
