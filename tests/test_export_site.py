@@ -19,8 +19,8 @@ import pytest
 from grex import pipeline, store
 from grex.config import load_config
 from grex.errors import ExportError
-from grex.export import ExportOptions, export_html, publish
-from grex.export.publish import MANIFEST, _lock, live_version, versions_dir
+from grex.export import ExportOptions, export_html
+from grex.export.publish import MANIFEST, _lock, live_version, publish, versions_dir
 from grex.export.searchindex import decode_postings, encode_postings, shard_file
 from grex.export.text import (
     email_html,

@@ -9,7 +9,8 @@ Layout, for ``grex export html /srv/kb``::
 
 An export builds ``v000008`` beside the live one: a file whose content hash matches the
 manifest is hard-linked from the live version (not rewritten: same inode, same mtime), any
-other file is written and fsynced. Then a new symlink is made and renamed over ``/srv/kb``
+other file is written, and the new version is flushed to disk (syncfs) before it goes
+live. Then a new symlink is made and renamed over ``/srv/kb``
 (rename(2) is atomic), so a reader sees the old site or the new one, never a mix; older
 versions are then removed. A crash before the rename leaves the live site as it was, and the
 next export removes the half-built directory. When nothing changed, no version is made.
@@ -32,6 +33,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from grex.errors import ExportError
 
@@ -128,6 +130,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _sync_tree(path: Path) -> None:
+    """Flush the new version to disk in one call: syncfs(2) on the file system holding it
+    (one flush instead of an fsync per file: 18,000 files take seconds, not minutes), or
+    sync(2) where syncfs is not available."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc_syncfs is not None and _libc_syncfs(fd) == 0:
+            return
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+def _find_syncfs() -> Any:
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.syncfs
+        fn.argtypes = [ctypes.c_int]
+        fn.restype = ctypes.c_int
+        return fn
+    except (OSError, AttributeError):
+        return None
+
+
+_libc_syncfs = _find_syncfs()
+
+
 def _next_version(vdir: Path) -> Path:
     numbers = [int(m.group(1)) for p in vdir.iterdir() if (m := _VERSION_DIR.match(p.name))]
     return vdir / f"v{max(numbers, default=0) + 1:06d}"
@@ -172,8 +204,6 @@ def publish(out_dir: Path, files: Iterable[tuple[str, bytes]], *, keep: int = 1)
                         continue
                 with open(target, "wb") as f:
                     f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
                 written += 1
             removed = len(set(old) - set(manifest))
             if live is not None and written == 0 and removed == 0:
@@ -185,8 +215,7 @@ def publish(out_dir: Path, files: Iterable[tuple[str, bytes]], *, keep: int = 1)
                            indent=0),
                 "utf-8",
             )
-            for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-                _fsync_dir(d)
+            _sync_tree(build)  # every new file on disk before the site can point at it
             os.rename(build, new_dir)
             _fsync_dir(vdir)
             _swap(out_dir, new_dir)

@@ -60,11 +60,16 @@ def b36(n: int) -> str:
     return "".join(reversed(out))
 
 
+_SMALL = [b36(i) for i in range(36 * 36)]  # most gaps between postings are small
+
+
 def encode_postings(docs: Iterable[int]) -> str:
     prev = 0
     parts = []
+    small, limit = _SMALL, len(_SMALL)
     for d in sorted(set(docs)):
-        parts.append(b36(d - prev))
+        gap = d - prev
+        parts.append(small[gap] if gap < limit else b36(gap))
         prev = d
     return ",".join(parts)
 
@@ -89,8 +94,9 @@ class _Field:
         self.post: dict[str, set[int]] = defaultdict(set)
 
     def add(self, doc: int, text: str) -> None:
-        for t in tokens(text):
-            self.post[t].add(doc)
+        post = self.post
+        for t in set(tokens(text)):
+            post[t].add(doc)
 
     def shards(self) -> tuple[int, dict[str, tuple[list[str], list[str]]]]:
         encoded = {t: encode_postings(d) for t, d in self.post.items()}
@@ -147,8 +153,7 @@ def build_index(site: Site) -> Iterator[tuple[str, bytes]]:
                                                else "")
         docs.append([r.slug, r.subject, r.first_date.strftime("%Y-%m-%d"),
                      r.last_date.strftime("%Y-%m-%d"), authors, r.n_messages, excerpt])
-        for chunk in thread_text(page):
-            fields["text"].add(n, chunk)
+        fields["text"].add(n, "\n".join(thread_text(page)))
         fields["subj"].add(n, r.subject)
         for m in page.messages:
             people = ([m.sender] if m.sender else []) + list(m.to) + list(m.cc)
