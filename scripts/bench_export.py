@@ -93,38 +93,48 @@ def add_one(kb: store.KB, tmp: Path) -> None:
     conn.close()
 
 
-def browser_times(site: Path, runs: int) -> dict[str, object]:
-    from urllib.parse import quote
+def browser_times(site: Path, runs: int, queries: list[str] = QUERIES) -> dict[str, object]:
+    from urllib.parse import quote, unquote, urlparse
 
     from playwright.sync_api import sync_playwright
 
     first: list[float] = []
+    loaded_kb: list[float] = []
     inpage: dict[str, float] = {}
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         for _ in range(runs):
-            for q in QUERIES:
+            for q in queries:
                 ctx = b.new_context()  # a fresh context: nothing cached
                 pg = ctx.new_page()
+                files: list[str] = []
+                pg.on("request", lambda r, files=files: files.append(r.url))
                 url = (site / "search.html").as_uri() + "?q=" + quote(q)
                 t0 = time.perf_counter()
                 pg.goto(url, wait_until="commit")
                 pg.wait_for_selector("#search-results li", timeout=60_000)
                 first.append((time.perf_counter() - t0) * 1000)
+                loaded_kb.append(sum(Path(unquote(urlparse(u).path)).stat().st_size
+                                     for u in files) / 1e3)
                 ctx.close()
         pg = b.new_page()
         pg.goto((site / "search.html").as_uri())
         pg.wait_for_selector("#search-status:not(:empty)")
-        for q in QUERIES:
-            ms = pg.evaluate("""q => { const s = new GrexSearcher(window.GREX_SEARCH);
+        for q in queries:
+            ms = pg.evaluate("""async q => {
+                const G = window.GrexSearch, s = new G.Searcher(window.GREX_SEARCH);
+                const plan = s.plan(q);
+                await Promise.all(plan.needs.map(n => G.load(n[0] + ":" + n[1],
+                                                             G.shardFile(n[0], n[1]))));
                 const t0 = performance.now(); let n = 0;
-                for (let i = 0; i < 20; i++) n = s.search(q).hits.length;
+                for (let i = 0; i < 20; i++) n = s.run(s.plan(q)).hits.length;
                 return [(performance.now() - t0) / 20, n]; }""", q)
             inpage[q] = ms
         b.close()
     return {
         "first_result_ms": {"p50": round(pct(first, 50), 1), "p95": round(pct(first, 95), 1),
                             "p99": round(pct(first, 99), 1), "n": len(first)},
+        "bytes_loaded_kb": {"p50": round(pct(loaded_kb, 50)), "max": round(max(loaded_kb))},
         "search_only_ms": {q: {"ms": round(v[0], 2), "hits": v[1]} for q, v in inpage.items()},
     }
 
@@ -141,7 +151,8 @@ def main() -> None:
         out = args.out or Path(tmp) / "site"
         cold, r1 = export(kb, out)
         files, size = tree_size(out.resolve())
-        index_size = (out / "assets" / "search-index.js").stat().st_size
+        shards = [f.stat().st_size for f in (out / "assets" / "search").iterdir()]
+        index_size, largest = sum(shards), max(shards)
         again, r2 = export(kb, out)
         add_one(kb, Path(tmp))
         incr, r3 = export(kb, out)
@@ -152,7 +163,8 @@ def main() -> None:
             "export_unchanged_s": round(again, 2), "unchanged_written": r2.written,
             "export_after_one_message_s": round(incr, 2), "files_rewritten": r3.written,
             "files": files, "site_mb": round(size / 1e6, 1),
-            "search_index_mb": round(index_size / 1e6, 2),
+            "search_index_mb": round(index_size / 1e6, 2), "search_files": len(shards),
+            "largest_search_file_kb": round(largest / 1e3),
         }
         result.update(browser_times(out, args.runs))
     if args.json:
