@@ -50,6 +50,25 @@ def test_search_from_prefix_finds_exactly_notmuchs_threads(exported_site: Path, 
     assert page.input_value("#q") == query
 
 
+# exact agreement where the site's model matches notmuch's (it indexes new text only, not
+# quotes, and has no word positions, so "pkg-config" style phrases can differ)
+@pytest.mark.parametrize("query", ["subject:PATCH", 'subject:"notmuch help"', "accentué"])
+def test_search_matches_notmuch(exported_site: Path, page: Any, query: str) -> None:
+    page.goto(url(exported_site, "search.html?q=" + quote(query)))
+    assert set(result_hrefs(page)) == expected_threads(query)
+
+
+def test_search_folds_accents_and_filters_dates(exported_site: Path, page: Any) -> None:
+    page.goto(url(exported_site, "search.html?q=accentue"))
+    assert set(result_hrefs(page)) == expected_threads("accentué")
+    # date: a thread active that day (notmuch counts threads with a message that day)
+    page.goto(url(exported_site, "search.html?q=" + quote("date:2009-11-17")))
+    found = set(result_hrefs(page))
+    assert expected_threads("date:2009-11-17..2009-11-17") <= found
+    page.goto(url(exported_site, "search.html?q=" + quote("date:2010-12")))
+    assert len(result_hrefs(page)) == 2
+
+
 def test_search_words_find_the_right_threads(exported_site: Path, page: Any) -> None:
     # every thread notmuch finds for "maildir" is found (prefix matching may find more)
     page.goto(url(exported_site, "search.html?q=maildir"))

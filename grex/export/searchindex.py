@@ -22,8 +22,9 @@ Threads are numbered by their first message's date (then slug), so replies renum
 nothing; thread ``i`` is row ``i % chunk`` of docs chunk ``i // chunk``; its page is
 ``t/<slug>.html``.
 Fields: ``text`` (subjects, message text without quotes or signatures, attachment names,
-topics, key phrases, entities), ``subj`` (subjects), ``from`` (senders' names and
-addresses), ``person`` (senders and recipients), ``topic`` (topic labels). A shard holds
+topics, key phrases, entities), ``subj`` (the thread's and its messages' subjects),
+``from`` (senders' names and addresses), ``person`` (senders and recipients), ``topic``
+(topic labels). A shard holds
 the terms of one field starting with its key (the key is as long as the field's key
 length, or the whole term when shorter); ``terms`` is sorted, so a prefix is a contiguous
 range; ``postings[i]`` lists the threads holding ``terms[i]``, delta-encoded in base 36 and
@@ -154,7 +155,7 @@ def build_index(site: Site) -> Iterator[tuple[str, bytes]]:
         docs.append([r.slug, r.subject, r.first_date.strftime("%Y-%m-%d"),
                      r.last_date.strftime("%Y-%m-%d"), authors, r.n_messages, excerpt])
         fields["text"].add(n, "\n".join(thread_text(page)))
-        fields["subj"].add(n, r.subject)
+        fields["subj"].add(n, "\n".join([r.subject, *(m.subject for m in page.messages)]))
         for m in page.messages:
             people = ([m.sender] if m.sender else []) + list(m.to) + list(m.cc)
             for i, p in enumerate(people):
