@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from email.message import EmailMessage
+from email.utils import formatdate
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def add_one(kb: store.KB, tmp: Path) -> None:
     msg = EmailMessage()
     msg["From"] = "Bench <bench@example.org>"
     msg["Subject"] = "bench: one more post about hockey"
-    msg["Date"] = "Mon, 05 Apr 1993 12:00:00 +0000"
+    msg["Date"] = formatdate(usegmt=True)  # new mail is the newest
     msg["Message-ID"] = f"<bench-{time.time_ns()}@example.org>"
     msg.set_content("A new post, to measure an incremental export.")
     f = tmp / "one.eml"
@@ -159,6 +160,7 @@ def main() -> None:
         result = {
             "threads": r1.threads, "messages": r1.messages, "people": r1.people,
             "topics": r1.topics, "orgs": r1.orgs,
+            "load_average": round(os.getloadavg()[0], 1),
             "export_cold_s": round(cold, 2), "threads_per_s": round(r1.threads / cold, 1),
             "export_unchanged_s": round(again, 2), "unchanged_written": r2.written,
             "export_after_one_message_s": round(incr, 2), "files_rewritten": r3.written,
