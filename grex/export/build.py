@@ -344,16 +344,16 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
             for other in sent:
                 if other != key:
                     acc.coworkers[other] += 1
-            for t in topics:
-                acc.topics[t.slug] += 1
+            for tref in topics:
+                acc.topics[tref.slug] += 1
             for k in keyphrases:
                 acc.keyphrases[k] += 1
-        for t in topics:
-            topic_threads[t.slug].append(slug)
-            topic_experts[t.slug].update(sent)
-            topic_keyphrases[t.slug].update(keyphrases)
+        for tref in topics:
+            topic_threads[tref.slug].append(slug)
+            topic_experts[tref.slug].update(sent)
+            topic_keyphrases[tref.slug].update(keyphrases)
         # features for related threads (used when extraction gave none)
-        feats: list[tuple[str, float]] = [("t:" + t.slug, 3.0) for t in topics]
+        feats: list[tuple[str, float]] = [("t:" + tref.slug, 3.0) for tref in topics]
         feats += [("k:" + k.lower(), 2.0) for k in keyphrases]
         feats += [("e:" + e.label.lower(), 1.0) for e in entities]
         feats += [("w:" + w, 1.0) for w in set(tokens(normalized_subject(refs[slug].subject)))]
@@ -460,8 +460,8 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
 
     # ---- timeline
     by_month: dict[str, list[str]] = defaultdict(list)
-    for p in final_pages:
-        by_month[p.ref.first_date.strftime("%Y-%m")].append(p.ref.slug)
+    for fp in final_pages:
+        by_month[fp.ref.first_date.strftime("%Y-%m")].append(fp.ref.slug)
     months = tuple(
         Month(
             key=k,
@@ -519,7 +519,7 @@ def _related(
             postings[f].append(slug)
     out: dict[str, list[str]] = {}
     for slug, feats in features.items():
-        scores: Counter[str] = Counter()
+        scores: dict[str, float] = defaultdict(float)
         for f, w in feats:
             post = postings[f]
             if len(post) > max_df:

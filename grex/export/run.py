@@ -78,7 +78,7 @@ class ExportReport:
 def _knowledge_reader(conn: sqlite3.Connection) -> tuple[Callable[[str], Knowledge], str]:
     """A function thread_id -> Knowledge, and a note when extraction is not available."""
     try:
-        from grex.extract import thread_knowledge  # type: ignore[attr-defined]
+        from grex.extract import thread_knowledge
     except ImportError:
         return (lambda _tid: Knowledge()), "extraction is not built in: no topics or entities"
 
