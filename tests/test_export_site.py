@@ -515,3 +515,25 @@ def test_import_refreshes_the_configured_site(tmp_path: Path) -> None:
     conn = kb.connect(readonly=True)
     assert store.get_cursor(conn, "export") == store.last_seq(conn) > 0
     conn.close()
+
+
+def test_knowledge_from_extraction() -> None:
+    from grex.export.run import knowledge_from
+
+    k = knowledge_from({
+        "entities": [
+            {"text": "Carl Worth", "label": "PERSON", "key": "person:cworth@cworth.org"},
+            {"text": "x@y.org", "label": "EMAIL", "key": "EMAIL:x@y.org"},
+            {"text": "Xapian", "label": "ORG", "key": "ORG:xapian"},
+        ],
+        "keyphrases": ["search term", "open files"],
+        "topics": [{"id": 0, "label": "emacs / mail", "weight": 0.15},
+                   {"id": 3, "label": "notmuch / patch", "weight": 0.55},
+                   {"id": 1, "label": "build / make", "weight": 0.30}],
+    })
+    assert [(t.key, t.label) for t in k.topics] == [("3", "notmuch / patch"),
+                                                    ("1", "build / make")]
+    assert [(e.label, e.kind, e.addr) for e in k.entities] == [
+        ("Carl Worth", "PERSON", "cworth@cworth.org"), ("Xapian", "ORG", "")]
+    assert k.keyphrases == ("search term", "open files")
+    assert knowledge_from(None).topics == ()

@@ -89,7 +89,9 @@ def render_site(site: Site, *, recent: int = 25,
         "home.html", "index.html", recent=recent, excerpts=excerpts,
         top_topics=[Count(t.ref.href, t.ref.label, len(t.threads)) for t in site.topics[:15]],
         top_people=[Count(p.ref.href, p.ref.label, len(p.threads)) for p in site.people[:15]],
-        top_orgs=[Count(o.href, o.name, len(o.people) or len(o.threads)) for o in site.orgs[:10]],
+        top_orgs=[Count(o.href, o.name, len(o.people)) for o in sorted(
+            site.orgs, key=lambda o: (-len(o.people), -len(o.threads), o.name.lower()))[:10]
+            if o.people],
     )
     yield page("search.html", "search.html", csp=CSP_SEARCH, noindex=True)
 

@@ -117,6 +117,21 @@ def _attr(v: Any, name: str) -> Any:
     return v.get(name) if isinstance(v, Mapping) else getattr(v, name, None)
 
 
+def _weight(t: Any) -> float | None:
+    w = t[2] if isinstance(t, tuple | list) and len(t) > 2 else _attr(t, "weight")
+    return float(w) if isinstance(w, int | float) else None
+
+
+def _strong_topics(topics: list[Any], *, share: float = 0.25, most: int = 3) -> list[Any]:
+    """A thread's topics worth a link: extraction gives every thread a weight on every
+    topic (summing to 1); keep the strongest, and others with at least ``share``."""
+    weighted = [(w, t) for t in topics if (w := _weight(t)) is not None]
+    if len(weighted) != len(topics):
+        return topics[:most]
+    weighted.sort(key=lambda wt: -wt[0])
+    return [t for i, (w, t) in enumerate(weighted[:most]) if i == 0 or w >= share]
+
+
 def knowledge_from(data: Any) -> Knowledge:
     """Extraction's ``thread_knowledge`` result -> Knowledge. Accepts grex.extract's
     ThreadKnowledge (entities with text/label/addr, keyphrases with text, topics as
@@ -128,7 +143,7 @@ def knowledge_from(data: Any) -> Knowledge:
         return list(_attr(data, key) or [])
 
     topics = []
-    for t in get("topics"):
+    for t in _strong_topics(get("topics")):
         if isinstance(t, tuple | list) and len(t) >= 2:
             key, label = str(t[0]), str(t[1])
         else:
