@@ -263,6 +263,13 @@ def test_redact_masks_addresses_everywhere(tmp_path: Path) -> None:
     assert seen_mask
     # names stay, so people remain findable
     assert "Carl Worth" in (tmp_path / "site" / "people.html").read_text("utf-8")
+    # person pages can't be matched to a guessed address, and keep their names next time
+    from grex.export.text import person_slug
+
+    pages = {p.name for p in (tmp_path / "site" / "p").iterdir()}
+    assert f"{person_slug('cworth@cworth.org')}.html" not in pages
+    again = _export(kb, tmp_path / "site", redact=True)
+    assert not again.swapped and pages == {p.name for p in (tmp_path / "site" / "p").iterdir()}
 
 
 @pytest.mark.corpus

@@ -92,6 +92,7 @@ class BuildOptions:
     base_url: str = ""
     related_limit: int = 5
     entity_org_min_threads: int = 2
+    person_salt: str = ""  # with redact: person page names can't be matched to addresses
 
 
 def org_domain(addr: str) -> str:
@@ -170,7 +171,7 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
         key = _person_key(a)
         if key in person_refs:
             return person_refs[key]
-        slug = person_slug(key)
+        slug = person_slug(key, options.person_salt)
         href = f"p/{slug}.html" if key in people else ""
         ref = PersonRef(slug=slug, label=person_label(key, a), href=href)
         if key in people:

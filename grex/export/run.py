@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,7 +29,7 @@ from grex.export.model import (
     ThreadInput,
     TopicTag,
 )
-from grex.export.publish import publish
+from grex.export.publish import live_version, publish, versions_dir
 from grex.export.render import render_site
 from grex.export.text import safe_filename
 
@@ -298,18 +300,37 @@ def _link_attachments(site: Site, payloads: Mapping[str, bytes]) -> tuple[Site, 
 # ---------------------------------------------------------------- the stage
 
 
+def site_salt(out_dir: Path) -> str:
+    """A random salt kept beside the site's versions (never served), created on first use:
+    redacted person pages stay at the same address from one export to the next."""
+    path = versions_dir(Path(os.path.abspath(out_dir))) / "salt"
+    try:
+        return path.read_text("ascii").strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    salt = secrets.token_hex(16)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(salt, "ascii")
+    os.replace(tmp, path)
+    return salt
+
+
 def export_html(kb: store.KB, conn: sqlite3.Connection, options: ExportOptions, *,
                 progress: Progress | None = None) -> ExportReport:
     """Export the KB (or the threads ``options.only`` matches) as a static site."""
     started = time.monotonic()
     notes: list[str] = []
+    live_version(Path(os.path.abspath(options.out_dir)))  # refuse a foreign OUT_DIR up front
     only = select_threads(conn, options.only, kb) if options.only else None
     knowledge, note = _knowledge_reader(conn)
     if note:
         notes.append(note)
     inputs = list(read_threads(conn, only=only, knowledge=knowledge, progress=progress))
-    site = build_site(inputs, BuildOptions(title=options.title, redact=options.redact,
-                                           base_url=options.base_url))
+    site = build_site(inputs, BuildOptions(
+        title=options.title, redact=options.redact, base_url=options.base_url,
+        person_salt=site_salt(Path(options.out_dir)) if options.redact else "",
+    ))
     extra: dict[str, bytes] = {}
     n_att = 0
     if options.attachments:
