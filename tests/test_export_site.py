@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
@@ -544,3 +545,24 @@ def test_knowledge_from_extraction() -> None:
         ("Carl Worth", "PERSON", "cworth@cworth.org"), ("Xapian", "ORG", "")]
     assert k.keyphrases == ("search term", "open files")
     assert knowledge_from(None).topics == ()
+
+
+def test_pages_with_unchanged_inputs_are_not_rendered(tmp_path: Path) -> None:
+    from grex.export.publish import Pending
+
+    out = tmp_path / "site"
+    calls: list[str] = []
+
+    def render(body: bytes) -> Callable[[], bytes]:
+        def run() -> bytes:
+            calls.append(body.decode())
+            return body
+        return run
+
+    publish(out, [("t/a.html", Pending("in-a", render(b"A"))), ("index.html", b"home")])
+    assert calls == ["A"]
+    r = publish(out, [("t/a.html", Pending("in-a", render(b"A2"))), ("index.html", b"home")])
+    assert calls == ["A"] and not r.swapped  # same inputs: linked, never rendered
+    r = publish(out, [("t/a.html", Pending("in-b", render(b"B"))), ("index.html", b"home")])
+    assert calls == ["A", "B"] and r.written == 1
+    assert (out / "t" / "a.html").read_bytes() == b"B"

@@ -30,7 +30,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,29 @@ def _next_version(vdir: Path) -> Path:
     return vdir / f"v{max(numbers, default=0) + 1:06d}"
 
 
-def publish(out_dir: Path, files: Iterable[tuple[str, bytes]], *, keep: int = 1) -> PublishReport:
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A file not rendered yet: ``inputs`` fingerprints everything it is made from. When
+    the live version has this path made from the same inputs, it is linked and
+    ``render`` is never called (most of an unchanged site costs no rendering)."""
+
+    inputs: str
+    render: Callable[[], bytes]
+
+
+def read_inputs(version: Path | None) -> dict[str, str]:
+    if version is None:
+        return {}
+    try:
+        data = json.loads((version / MANIFEST).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    inputs = data.get("inputs") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in inputs.items()} if isinstance(inputs, dict) else {}
+
+
+def publish(out_dir: Path, files: Iterable[tuple[str, bytes | Pending]], *,
+            keep: int = 1) -> PublishReport:
     """Write ``files`` as the site at ``out_dir`` (see the module docstring). ``keep`` is how
     many earlier versions stay on disk beside the live one."""
     out_dir = Path(os.path.abspath(out_dir))
@@ -175,6 +197,7 @@ def publish(out_dir: Path, files: Iterable[tuple[str, bytes]], *, keep: int = 1)
     with _lock(vdir):
         live = live_version(out_dir)
         old = read_manifest(live)
+        old_inputs = read_inputs(live)
         # leftovers of an interrupted export: anything that is not live
         for p in vdir.iterdir():
             if p.name.endswith(".tmp-link") or (p.name.startswith("v") and p.name.endswith(".tmp")):
@@ -183,20 +206,36 @@ def publish(out_dir: Path, files: Iterable[tuple[str, bytes]], *, keep: int = 1)
         build = new_dir.with_name(new_dir.name + ".tmp")
         build.mkdir()
         manifest: dict[str, str] = {}
+        inputs: dict[str, str] = {}
         written = unchanged = total = 0
         dirs: set[Path] = {build}
         try:
-            for rel, data in files:
+            for rel, content in files:
                 rel = _safe_relpath(rel)
                 if rel in manifest or rel == MANIFEST:
                     raise ExportError(f"the site has two files at {rel}")
-                digest = hashlib.sha256(data).hexdigest()
-                manifest[rel] = digest
-                total += len(data)
                 target = build / rel
                 if target.parent not in dirs:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     dirs.add(target.parent)
+                if isinstance(content, Pending):
+                    inputs[rel] = content.inputs
+                    if live is not None and rel in old and old_inputs.get(rel) == content.inputs:
+                        try:
+                            os.link(live / rel, target)
+                        except OSError:
+                            pass
+                        else:
+                            manifest[rel] = old[rel]
+                            total += target.stat().st_size
+                            unchanged += 1
+                            continue
+                    data = content.render()
+                else:
+                    data = content
+                digest = hashlib.sha256(data).hexdigest()
+                manifest[rel] = digest
+                total += len(data)
                 if live is not None and old.get(rel) == digest:
                     with contextlib.suppress(OSError):
                         os.link(live / rel, target)
@@ -206,13 +245,13 @@ def publish(out_dir: Path, files: Iterable[tuple[str, bytes]], *, keep: int = 1)
                     f.write(data)
                 written += 1
             removed = len(set(old) - set(manifest))
-            if live is not None and written == 0 and removed == 0:
+            if live is not None and written == 0 and removed == 0 and inputs == old_inputs:
                 _remove(build)
                 return PublishReport(out_dir, live, len(manifest), _pages(manifest), 0, unchanged,
                                      0, total, False)
             (build / MANIFEST).write_text(
-                json.dumps({"version": MANIFEST_VERSION, "files": manifest}, sort_keys=True,
-                           indent=0),
+                json.dumps({"version": MANIFEST_VERSION, "files": manifest, "inputs": inputs},
+                           sort_keys=True, indent=0),
                 "utf-8",
             )
             _sync_tree(build)  # every new file on disk before the site can point at it

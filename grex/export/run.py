@@ -29,7 +29,7 @@ from grex.export.model import (
     ThreadInput,
     TopicTag,
 )
-from grex.export.publish import live_version, publish, versions_dir
+from grex.export.publish import Pending, live_version, publish, versions_dir
 from grex.export.render import render_site
 from grex.export.text import safe_filename
 
@@ -342,7 +342,7 @@ def export_html(kb: store.KB, conn: sqlite3.Connection, options: ExportOptions, 
             notes.append(f"{wanted - n_att} attachments could not be recovered from the raw "
                          "messages and are listed without a download")
 
-    def files() -> Iterator[tuple[str, bytes]]:
+    def files() -> Iterator[tuple[str, bytes | Pending]]:
         yield from render_site(site)
         yield from sorted(extra.items())
 
