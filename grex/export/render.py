@@ -101,7 +101,7 @@ def render_site(site: Site, *, recent: int = 25,
     as Pending: rendered only when their inputs changed. Attachments are added by the
     caller."""
     env = environment()
-    shared = repr((code_digest(), site.title, site.redacted))
+    shared = repr((code_digest(), site.title, site.redacted, site.base_url))
 
     def page(template: str, path: str, **ctx: object) -> tuple[str, bytes]:
         depth = path.count("/")
@@ -112,7 +112,7 @@ def render_site(site: Site, *, recent: int = 25,
         return path, html.encode("utf-8")
 
     def pending(template: str, path: str, **ctx: object) -> tuple[str, Pending]:
-        """For templates that use nothing of ``site`` but its title and redacted flag."""
+        """For templates that use nothing of ``site`` but what ``shared`` holds."""
         fingerprint = hashlib.sha256(
             repr((shared, template, path, sorted(ctx.items()))).encode("utf-8", "surrogatepass")
         ).hexdigest()
