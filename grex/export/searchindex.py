@@ -8,7 +8,7 @@ when a query needs it, so the first result does not wait for the whole index.
 Format (version 2)::
 
     assets/search/meta.js     window.GREX_SEARCH = {
-        "v": 2, "n": <threads>, "chunk": 500,
+        "v": 2, "n": <threads>, "chunk": 128,
         "stop": [...],                  stop words (dropped at build and query time)
         "first": [...], "last": [...],  each thread's first/last day (days since 1970-01-01)
         "shards": {"text": [2, [keys]], "subj": [1, [keys]], "from": ..., "person": ...,
@@ -44,7 +44,7 @@ from grex.export.model import Site, ThreadPage
 from grex.export.text import STOPWORDS, tokens
 
 INDEX_VERSION = 2
-CHUNK = 500
+CHUNK = 128  # rows per docs file: the first page of hits loads few bytes
 SHARD_TARGET = 150_000  # bytes: fields bigger than this get two-character shard keys
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

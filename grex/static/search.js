@@ -17,7 +17,7 @@
 (function () {
   "use strict";
 
-  var PAGE = 50;
+  var PAGE = 25;
   var FIELDS = { from: "from", person: "person", topic: "topic", subject: "subj" };
   var base = "assets/search/";
   var loaded = {};   // "field:key" -> [terms, postings] | "docs:n" -> rows
