@@ -28,10 +28,10 @@ from tests.fixtures_imap import REPO, ImapUser, grex_cli, kb_state, write_accoun
 pytestmark = [pytest.mark.imap, pytest.mark.slow]
 
 SHARE = "grex-share"
-N = 2400  # several fetch batches of 500
+N = 1100  # three fetch batches (500 a batch)
 
 
-def _bulk(user: ImapUser, n: int, prefix: str, size: int = 6000) -> set[str]:
+def _bulk(user: ImapUser, n: int, prefix: str, size: int = 1500) -> set[str]:
     """MULTIAPPEND n shared messages of ~size bytes; returns their Message-IDs."""
     ids = set()
     msgs = []
