@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base = Path(tempfile.mkdtemp(prefix="gxsoak-", dir="/dev/shm" if os.path.isdir("/dev/shm")
                                  else "/tmp"))
+    base.chmod(0o755)  # Dovecot's users must reach the server directory inside it
     sdir, kb = base / "imap", (args.keep or base) / "kb"
     start = subprocess.run([sys.executable, str(SERVER), "start", str(sdir)],
                            capture_output=True, text=True, timeout=60)
