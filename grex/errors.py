@@ -15,6 +15,7 @@
     ├── NLPError               the spaCy model can't be loaded or run (exit 1)
     ├── QueryError             a search query can't be parsed (exit 2: a usage error)
     ├── IndexError_            the search index is missing or damaged (exit 1)
+    ├── ExportError            the HTML site can't be written (exit 73, EX_CANTCREAT)
     ├── Interrupted            stopped by SIGTERM after finishing its batch (exit 143)
     └── SchedulerError         crontab(1) missing or refusing the new table (exit 69)
 
@@ -103,7 +104,10 @@ class IndexError_(GrexError):
     exit_code = 1
 
 
-# --- ops (cron / status / doctor) ---------------------------------------------------------
+class ExportError(GrexError):
+    """The site can't be written: output path not ours, another export running, disk."""
+
+    exit_code = 73
 
 
 class Interrupted(GrexError):
@@ -119,7 +123,7 @@ class SchedulerError(GrexError):
 
 
 __all__ = [
-    "AuthError", "ConfigError", "ConnectError", "FolderError", "GrexError", "ImportSourceError",
-    "IndexError_", "Interrupted", "KBError", "KBLocked", "KBNotFound", "NLPError", "ParseError",
-    "QueryError", "SchedulerError", "SyncError", "TLSError",
+    "AuthError", "ConfigError", "ConnectError", "ExportError", "FolderError", "GrexError",
+    "ImportSourceError", "IndexError_", "Interrupted", "KBError", "KBLocked", "KBNotFound",
+    "NLPError", "ParseError", "QueryError", "SchedulerError", "SyncError", "TLSError",
 ]

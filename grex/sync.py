@@ -763,7 +763,7 @@ def _sync_account(kb: Any, conn: Any, client: Any, account: Account, *, full: bo
                                       location_source(account.name, r["folder"]),
                                       subject_merge=subject_merge)
                 counts.removed += 1
-    _checkpoint("removed")
+        _checkpoint("removed")
 
     # 4. folder state last.
     now = time.time()

@@ -250,6 +250,8 @@ def kb_state(kb_path: Path) -> dict[str, object]:
         "threads": sorted(tuple(sorted(v)) for v in threads.values()),
         "locations": q("SELECT message_id, source FROM locations"),
         "sync": q("SELECT account, folder, uid, message_id FROM sync_message"),
+        "folders": q("SELECT account, folder, uidvalidity, uidnext, messages, highestmodseq"
+                     " FROM sync_folder"),
         "raw": sorted(p.name for p in (kb_path / "raw" / "cur").iterdir()),
         "quarantine": q("SELECT content_hash, source FROM quarantine"),
     }

@@ -30,6 +30,9 @@ _AREAS: tuple[str, ...] = (
     "grex.cli.core_cmds",
     "grex.cli.ops",
     "grex.cli.sync",
+    "grex.cli.extract",
+    "grex.cli.search",
+    "grex.cli.export",
 )
 
 
