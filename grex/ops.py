@@ -272,9 +272,9 @@ def refresh_site(kb: Any, conn: sqlite3.Connection, config: Any, *,
     if not html_dir.is_absolute():
         html_dir = Path(kb.path) / html_dir
     report = run_export(kb, conn, config, progress=progress, **options)
-    pages = getattr(report, "pages", None)
-    if pages is None and isinstance(report, dict):
-        pages = report.get("pages")
+    if report is None:
+        return {"skipped": "no site configured"}
+    pages = getattr(report, "files", None)
     record_site_refresh(conn, html_dir, pages if isinstance(pages, int) else None)
     return {"html_dir": str(html_dir), "pages": pages, "report": report}
 
