@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="stop every Nth sync mid-run, alternating SIGTERM/SIGKILL (0: never)")
     ap.add_argument("--overlap-every", type=int, default=5,
                     help="start a second sync on top of every Nth one (0: never)")
+    ap.add_argument("--later", action="store_true",
+                    help="run the later stages (extract, index, export) in every sync, as cron "
+                    "does; without it the syncs pass --no-later and only the final one runs them")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", type=Path, help="keep the server and KB here (default: removed)")
     args = ap.parse_args(argv)
@@ -171,12 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         loader = Loader(connect, args.seed)
         loader.start()
         rng = random.Random(args.seed + 1)
+        later = [] if args.later else ["--no-later"]
         deadline = time.monotonic() + args.seconds
         n = 0
         while time.monotonic() < deadline and loader.error is None:
             n += 1
             cmd = [sys.executable, "-m", "grex", "--kb", str(kb), "sync", "--quiet",
-                   "--log-file", str(kb / "logs" / "sync.log")]
+                   "--log-file", str(kb / "logs" / "sync.log"), *later]
             t0 = time.monotonic()
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, env=_env())
@@ -188,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                     p.send_signal(kill)
             elif args.overlap_every and n % args.overlap_every == 0:
                 time.sleep(0.4)
-                second = grex(kb, "sync", "--quiet", timeout=120)
+                second = grex(kb, "sync", "--quiet", *later, timeout=120)
                 results[f"overlap exit {second.returncode}"] += 1
             out, err = p.communicate(timeout=600)
             durations.append(time.monotonic() - t0)
@@ -207,14 +211,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"loader failed: {loader.error!r}", file=sys.stderr)
         status_before = json.loads(grex(kb, "status", "--json").stdout or "{}")
         doctor = grex(kb, "doctor", "--repair", "--no-server")
-        final = grex(kb, "sync", "--quiet")
+        final = grex(kb, "sync", "--quiet", "--log-file", str(kb / "logs" / "sync.log"))
         chosen, server_total = chosen_on_server(connect)
         import sqlite3
 
         db = sqlite3.connect(kb / "catalog.sqlite")
         in_kb = {r[0] for r in db.execute("SELECT message_id FROM messages")}
+        runs_recorded = dict(db.execute("SELECT result, count(*) FROM runs GROUP BY result"))
         db.close()
         check = grex(kb, "doctor", "--no-server")
+        status_after = json.loads(grex(kb, "status", "--json").stdout or "{}")
         missing, extra = chosen - in_kb, in_kb - chosen
         last_before = (status_before.get("last_sync") or {}).get("result")
         report = {
@@ -234,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             "doctor_repair": [ln for ln in doctor.stdout.splitlines() if "repaired" in ln],
             "final_sync_exit": final.returncode,
             "doctor_after_exit": check.returncode,
+            "index_after": (status_after.get("index") or {}).get("detail"),
+            "runs_recorded": runs_recorded,
         }
         print(json.dumps(report, indent=2))
         if missing:
