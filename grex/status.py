@@ -176,7 +176,7 @@ def gather_status(kb: Any, html_dir: Path | None = None, quarantine_limit: int =
     finally:
         conn.close()
     warnings = []
-    if lock.stale and lock.holder:
+    if lock.stale and lock.holder and not lock.held:
         warnings.append(f"stale lock record: pid {lock.holder.pid} ({lock.holder.command}) is "
                         "gone; `grex doctor --repair` clears it")
     last = syncs[0] if syncs else None
