@@ -341,11 +341,18 @@ class StopFlag:
     def __init__(self) -> None:
         self.requested = False
         self.signal: int | None = None
+        self.pid = os.getpid()
 
     def __call__(self) -> bool:
         return self.requested
 
     def _handler(self, signum: int, _frame: Any) -> None:
+        if os.getpid() != self.pid:
+            # A worker forked during the run (spaCy, Whoosh) inherited this handler: it must
+            # die of the signal as usual, not wait for a batch it doesn't run.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if self.requested:
             raise Interrupted(f"stopped by signal {signal.Signals(signum).name} (second time)")
         self.requested = True
@@ -423,6 +430,9 @@ def writer(kb: Any, *, wait: bool, command: str, timeout: float | None = None,
         raise
     with ExitStack() as stack:
         stack.push(lock)
+        held = _fds_of(Path(kb.lock_path)) - _LOCK_FDS
+        _LOCK_FDS.update(held)
+        stack.callback(_LOCK_FDS.difference_update, held)
         if conn is None:
             conn = kb.connect()
             stack.callback(conn.close)
@@ -448,6 +458,39 @@ def writer(kb: Any, *, wait: bool, command: str, timeout: float | None = None,
             log.log(logging.INFO if result == "ok" else logging.WARNING,
                     "%s %s in %.1fs %s%s", command, result, duration,
                     json.dumps(run.counts, sort_keys=True), f" ({error})" if error else "")
+
+
+# Descriptors of the writer lock held by this process. A child forked during the run (spaCy's
+# and Whoosh's worker pools fork) would share the flock'd open file: if the sync were then
+# SIGKILLed, orphaned workers would keep the KB locked until they exit. Children close them.
+_LOCK_FDS: set[int] = set()
+
+
+def _close_lock_fds_in_child() -> None:
+    for fd in list(_LOCK_FDS):
+        with suppress(OSError):
+            os.close(fd)
+    _LOCK_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_lock_fds_in_child)
+
+
+def _fds_of(path: Path) -> set[int]:
+    """This process's descriptors open on ``path`` (Linux /proc/self/fd)."""
+    try:
+        want = path.stat()
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return set()
+    out = set()
+    for name in names:
+        with suppress(OSError, ValueError):
+            st = os.stat(int(name))
+            if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+                out.add(int(name))
+    return out
 
 
 def kb_root(kb: Any) -> Path:
