@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="start a second sync on top of every Nth one (0: never)")
     ap.add_argument("--later", action="store_true",
                     help="run the later stages (extract, index, export) in every sync, as cron "
-                    "does; without it the syncs pass --no-later and only the final one runs them")
+                    "does (slow: spaCy); without it every sync passes --no-later")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", type=Path, help="keep the server and KB here (default: removed)")
     args = ap.parse_args(argv)
@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"loader failed: {loader.error!r}", file=sys.stderr)
         status_before = json.loads(grex(kb, "status", "--json").stdout or "{}")
         doctor = grex(kb, "doctor", "--repair", "--no-server")
-        final = grex(kb, "sync", "--quiet", "--log-file", str(kb / "logs" / "sync.log"))
+        final = grex(kb, "sync", "--quiet", *later, "--log-file", str(kb / "logs" / "sync.log"),
+                     timeout=3600)
         chosen, server_total = chosen_on_server(connect)
         import sqlite3
 
