@@ -335,13 +335,15 @@ def close_killed_runs(conn: sqlite3.Connection, live_pids: set[int] | None = Non
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT; work loops check it between batches. A second signal while the
-    flag is already set raises Interrupted at once (someone really wants us gone)."""
+    """Set by SIGTERM during a recorded run; work loops check it between batches. Before the
+    run is recorded (starting up, queueing for the lock) and on a second SIGTERM it raises
+    Interrupted at once."""
 
     def __init__(self) -> None:
         self.requested = False
         self.signal: int | None = None
         self.pid = os.getpid()
+        self.armed = False  # True while a recorded run is under way
 
     def __call__(self) -> bool:
         return self.requested
@@ -353,12 +355,14 @@ class StopFlag:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        name = signal.Signals(signum).name
+        if not self.armed:
+            raise Interrupted(f"stopped by {name} before the run started")
         if self.requested:
-            raise Interrupted(f"stopped by signal {signal.Signals(signum).name} (second time)")
+            raise Interrupted(f"stopped by {name} (second time)")
         self.requested = True
         self.signal = signum
-        log.warning("received %s: finishing the current batch, then stopping",
-                    signal.Signals(signum).name)
+        log.warning("received %s: finishing the current batch, then stopping", name)
 
     @contextmanager
     def installed(self, signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[StopFlag]:
@@ -422,27 +426,27 @@ def writer(kb: Any, *, wait: bool, command: str, timeout: float | None = None,
     stop after their current batch. The row ends as ok, failed (an exception escaped) or
     interrupted; a kill leaves it 'running' and status reports it as killed.
     """
-    try:
-        lock = kb.writer_lock(wait=wait, timeout=timeout, command=command)
-        lock.__enter__()
-    except KBLocked as e:
-        log.warning("%s not started: %s", command, e)
-        raise
-    with ExitStack() as stack:
-        stack.push(lock)
+    stop = stop or StopFlag()
+    # The handler goes in first: a SIGTERM while starting or queueing (--wait) ends the
+    # command at once; once the run is recorded it means "stop after this batch".
+    with stop.installed(), ExitStack() as stack:
+        try:
+            stack.enter_context(kb.writer_lock(wait=wait, timeout=timeout, command=command))
+        except KBLocked as e:
+            log.warning("%s not started: %s", command, e)
+            raise
         held = _fds_of(Path(kb.lock_path)) - _LOCK_FDS
         _LOCK_FDS.update(held)
         stack.callback(_LOCK_FDS.difference_update, held)
         if conn is None:
             conn = kb.connect()
             stack.callback(conn.close)
-        stop = stop or StopFlag()
         run = Run(start_run(conn, command), command, stop)
+        stop.armed = True
         log.info("%s started (run %d)", command, run.id)
         result, error = "ok", None
         try:
-            with stop.installed():
-                yield run
+            yield run
             if stop.requested:
                 result = "interrupted"
         except BaseException as e:  # record, then let it travel on
@@ -458,6 +462,7 @@ def writer(kb: Any, *, wait: bool, command: str, timeout: float | None = None,
             log.log(logging.INFO if result == "ok" else logging.WARNING,
                     "%s %s in %.1fs %s%s", command, result, duration,
                     json.dumps(run.counts, sort_keys=True), f" ({error})" if error else "")
+            stop.armed = False
 
 
 # Descriptors of the writer lock held by this process. A child forked during the run (spaCy's

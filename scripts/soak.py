@@ -110,6 +110,18 @@ class Loader(threading.Thread):
             self.ops["deleted"] += len(pick)
 
 
+def _wait_running(kb: Path, p: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Until the sync holds the KB lock (lock.json names it) or has ended."""
+    deadline = time.monotonic() + timeout
+    while p.poll() is None and time.monotonic() < deadline:
+        try:
+            if json.loads((kb / "lock.json").read_text()).get("pid") == p.pid:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+
+
 def chosen_on_server(connect) -> tuple[set[str], int]:
     with connect() as c:
         c.select_folder("INBOX", readonly=True)
@@ -187,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             kill = None
             if args.kill_every and n % args.kill_every == 0:
                 kill = signal.SIGTERM if (n // args.kill_every) % 2 else signal.SIGKILL
-                time.sleep(rng.uniform(0.3, 1.5))
+                _wait_running(kb, p)  # a kill during start-up tests nothing interesting
+                time.sleep(rng.uniform(0.0, 1.0))
                 if p.poll() is None:
                     p.send_signal(kill)
             elif args.overlap_every and n % args.overlap_every == 0:
@@ -197,12 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             out, err = p.communicate(timeout=600)
             durations.append(time.monotonic() - t0)
             rc = p.returncode
-            label = {0: "ok", 75: "locked", 143: "sigterm (interrupted)",
+            label = {0: "ok", 75: "locked", 143: "sigterm: interrupted after a batch",
                      -9: "sigkill"}.get(rc, f"exit {rc}")
             results[label] += 1
             if rc == 0 and (out or err):
                 results["ok but printed (not quiet!)"] += 1
-            if rc not in (0, 75, 143, -9):
+            if rc not in (0, 75, 143, -9) or (rc == 0 and kill):
                 print(f"sync {n} exit {rc}: {err.strip()[:300]}", file=sys.stderr)
             time.sleep(args.interval)
         loader.stop.set()

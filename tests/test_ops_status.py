@@ -238,3 +238,40 @@ def _wait_gone(pid: int, timeout: float = 10) -> None:
     while ops.pid_alive(pid):
         assert time.monotonic() < deadline, f"pid {pid} still alive"
         time.sleep(0.05)
+
+
+def test_sigterm_while_queued_for_the_lock_stops_at_once(kb: store.KB) -> None:
+    holder = _start_holder(kb)
+    try:
+        waiter = subprocess.Popen(
+            [sys.executable, "-m", "grex", "--kb", str(kb.path), "sync", "--wait",
+             "--no-later"], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+        deadline = time.monotonic() + 60
+        while not any(p != holder.pid for p in _lock_waiters(kb)):
+            assert time.monotonic() < deadline and waiter.poll() is None, waiter.stderr
+            time.sleep(0.05)
+        waiter.send_signal(signal.SIGTERM)
+        _out, err = waiter.communicate(timeout=30)
+        assert waiter.returncode == 143 and "before the run started" in err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.communicate()
+    conn = kb.connect()
+    assert [r.command for r in ops.recent_runs(conn)] == ["grex sync"]  # the holder's only
+    conn.close()
+
+
+def _lock_waiters(kb: store.KB) -> set[int]:
+    """Pids that have the KB's lock file open (the holder and anyone queueing for it)."""
+    pids = set()
+    want = kb.lock_path.stat().st_ino
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (d / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if fd.stat().st_ino == want:
+                        pids.add(int(d.name))
+    return pids
