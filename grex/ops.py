@@ -263,7 +263,7 @@ def refresh_site(kb: Any, conn: sqlite3.Connection, config: Any, *,
     if not html:
         return {"skipped": "no [export] html_dir in grex.toml"}
     try:
-        from grex.export import run_export  # type: ignore[attr-defined]
+        from grex.export import run_export
     except ImportError as e:
         if e.name and "grex.export".startswith(e.name):
             return {"skipped": "grex.export is not available in this build"}
