@@ -81,11 +81,12 @@ def test_every_rejects_uneven_or_unknown_intervals(text: str) -> None:
 def test_environment_keeps_grex_settings_and_drops_secrets() -> None:
     env = {"PATH": "/opt/bin:/usr/bin", "GREX_IMAP_HOST": "127.0.0.1", "GREX_IMAP_PORT": "1993",
            "GREX_IMAP_PASSWORD": "hunter2", "GREX_API_TOKEN": "t0k", "HOME": "/root",
-           "GREX_CRONTAB": "crontab -u x"}
+           "GREX_CRONTAB": "crontab -u x", "GREX_TEST_KILL_AT": "saved"}
     out = cron.sync_environment(env)
     assert out["PATH"] == "/opt/bin:/usr/bin"
     assert out["GREX_IMAP_HOST"] == "127.0.0.1" and out["GREX_IMAP_PORT"] == "1993"
-    assert not {"GREX_IMAP_PASSWORD", "GREX_API_TOKEN", "HOME", "GREX_CRONTAB"} & set(out)
+    assert not {"GREX_IMAP_PASSWORD", "GREX_API_TOKEN", "HOME", "GREX_CRONTAB",
+                "GREX_TEST_KILL_AT"} & set(out)
     line = cron.cron_command(Path("/srv/kb 1"), env)
     assert "hunter2" not in line and "t0k" not in line
     assert "'/srv/kb 1'" in line and "sync --quiet --log-file '/srv/kb 1/logs/sync.log'" in line
