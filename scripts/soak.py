@@ -57,8 +57,9 @@ def grex(kb: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProc
 class Loader(threading.Thread):
     """Adds, shares, unshares and deletes messages on the server until stopped."""
 
-    def __init__(self, connect, seed: int) -> None:
+    def __init__(self, connect, seed: int, pace: float = 0.05) -> None:
         super().__init__(daemon=True)
+        self.pace = pace
         self.connect = connect
         self.rng = random.Random(seed)
         self.stop = threading.Event()
@@ -81,7 +82,7 @@ class Loader(threading.Thread):
                 c.select_folder("INBOX")
                 while not self.stop.is_set():
                     self.step(c)
-                    time.sleep(self.rng.uniform(0.0, 0.05))
+                    time.sleep(self.rng.uniform(0.0, self.pace))
         except BaseException as e:  # reported by the main thread
             self.error = e
 
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--later", action="store_true",
                     help="run the later stages (extract, index, export) in every sync, as cron "
                     "does (slow: spaCy); without it every sync passes --no-later")
+    ap.add_argument("--pace", type=float, default=0.05,
+                    help="the loader sleeps up to this long between changes (s)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", type=Path, help="keep the server and KB here (default: removed)")
     args = ap.parse_args(argv)
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             f'ca_file = "{cafile}"\nusername = "{user}"\n'
             f'password_command = "cat {pwfile}"\nfolders = ["INBOX"]\n'
             f'share_keyword = "{KEYWORD}"\nwhole_thread = false\non_unshare = "remove"\n')
-        loader = Loader(connect, args.seed)
+        loader = Loader(connect, args.seed, args.pace)
         loader.start()
         rng = random.Random(args.seed + 1)
         later = [] if args.later else ["--no-later"]
@@ -239,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         last_before = (status_before.get("last_sync") or {}).get("result")
         report = {
             "seconds": args.seconds,
+            "later_stages_in_every_sync": args.later,
             "syncs": n,
             "sync_results": dict(results),
             "sync_seconds_p50": round(sorted(durations)[len(durations) // 2], 2)
