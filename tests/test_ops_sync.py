@@ -28,7 +28,7 @@ from tests.fixtures_imap import REPO, ImapUser, grex_cli, kb_state, write_accoun
 pytestmark = [pytest.mark.imap, pytest.mark.slow]
 
 SHARE = "grex-share"
-N = 700  # two fetch batches (500 a batch): a sync can be caught between them
+N = 1200  # three fetch batches (500 a batch): a sync is caught between them with margin
 
 
 def _bulk(user: ImapUser, n: int, prefix: str, size: int = 1500) -> set[str]:
