@@ -392,24 +392,25 @@ def thread_keyphrases(conn: sqlite3.Connection, tid: str, limit: int = 10,
 # ------------------------------------------------------------------------ topics
 def _thread_docs(conn: sqlite3.Connection, tids: Sequence[str] | None = None,
                  ) -> tuple[list[str], list[str]]:
+    cols = ("SELECT t.thread_id, t.subject, m.message_id, m.body_new, m.body_quoted, "
+            "m.in_reply_to_json, m.references_json FROM threads t JOIN messages m "
+            "ON m.thread_id = t.thread_id")
     if tids is None:
-        rows = conn.execute("SELECT t.thread_id, t.subject, m.body_new FROM threads t JOIN "
-                            "messages m ON m.thread_id = t.thread_id ORDER BY t.thread_id, "
-                            "m.date").fetchall()
+        rows = conn.execute(f"{cols} ORDER BY t.thread_id, m.date").fetchall()
     else:
         rows = []
         for i in range(0, len(tids), 500):
             chunk = list(tids[i:i + 500])
             q = ",".join("?" * len(chunk))
-            rows += conn.execute(f"SELECT t.thread_id, t.subject, m.body_new FROM threads t "
-                                 f"JOIN messages m ON m.thread_id = t.thread_id WHERE "
-                                 f"t.thread_id IN ({q}) ORDER BY t.thread_id, m.date",
-                                 chunk).fetchall()
-    docs: dict[str, list[str]] = {}
-    for tid, subject, body in rows:
-        docs.setdefault(tid, [subject]).append(body)
-    ids = list(docs)
-    return ids, ["\n".join(docs[t]) for t in ids]
+            rows += conn.execute(f"{cols} WHERE t.thread_id IN ({q}) "
+                                 "ORDER BY t.thread_id, m.date", chunk).fetchall()
+    subjects: dict[str, str] = {}
+    msgs: dict[str, list[tuple[str, str, str, list[str]]]] = {}
+    for tid, subject, mid, new, quoted, irt, refs in rows:
+        subjects[tid] = subject
+        msgs.setdefault(tid, []).append((mid, new, quoted, json.loads(irt) + json.loads(refs)))
+    ids = list(msgs)
+    return ids, [topics_mod.thread_document(subjects[t], msgs[t]) for t in ids]
 
 
 def _fit_topics(conn: sqlite3.Connection, models_dir: Any) -> topics_mod.TopicModel | None:
