@@ -202,6 +202,10 @@ class GrexRules:
         return doc
 
 
+_FILE_NAME = re.compile(r"\.\s?(?:docx?|xlsx?|pptx?|pdf|txt|zip|csv|jpe?g|png|gif|html?)\b",
+                        re.IGNORECASE)
+_TIME_ZONES = frozenset("UTC GMT BST CET CEST EET PST PDT MST MDT CST CDT EST EDT AST HST "
+                        "AKST AKDT IST JST AEST".split())
 _DROP_LABELS = frozenset({"CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "TIME", "LANGUAGE",
                           "NORP"})
 _NAME_LABELS = frozenset({"PERSON", "ORG", "GPE", "LOC", "FAC", "NORP", "PRODUCT", "EVENT",
@@ -236,9 +240,17 @@ class GrexPost:
         elif label in _NAME_LABELS:
             if not words or all(w in NOT_NAMES for w in words):
                 return None
+            if len(toks) == 1 and toks[0].is_upper:
+                if toks.text in _TIME_ZONES:
+                    return None
+                # "1400 MT", "3 SME 's": capitals after a number are a unit or a count
+                if start > 0 and (doc[start - 1].like_num or doc[start - 1].is_digit):
+                    return None
             if not any(c.isupper() for c in toks.text):
                 return None
-            if any(t.like_email or t.like_url for t in toks):
+            if any(t.like_email or t.like_url for t in toks) or "@" in toks.text:
+                return None  # addresses (also Lotus Notes "Name/HOU/ECT@ECT") are not names
+            if _FILE_NAME.search(toks.text):
                 return None
         if (start, end) == (span.start, span.end):
             return span
