@@ -204,7 +204,10 @@ class GrexRules:
 
 _FILE_NAME = re.compile(r"\.\s?(?:docx?|xlsx?|pptx?|pdf|txt|zip|csv|jpe?g|png|gif|html?)\b",
                         re.IGNORECASE)
-_TIME_ZONES = frozenset(["UTC", "GMT", "BST", "CET", "CEST", "EET", "PST", "PDT", "MST", "MDT", "CST", "CDT", "EST", "EDT", "AST", "HST", "AKST", "AKDT", "IST", "JST", "AEST"])
+_TIME_ZONES = frozenset((
+    "UTC", "GMT", "BST", "CET", "CEST", "EET", "PST", "PDT", "MST", "MDT", "CST", "CDT",
+    "EST", "EDT", "AST", "HST", "AKST", "AKDT", "IST", "JST", "AEST",
+))
 _DROP_LABELS = frozenset({"CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "TIME", "LANGUAGE",
                           "NORP"})
 _NAME_LABELS = frozenset({"PERSON", "ORG", "GPE", "LOC", "FAC", "NORP", "PRODUCT", "EVENT",
