@@ -67,3 +67,17 @@ def test_model_info_names_the_model(nlp_model) -> None:  # noqa: F811
     info = model_info()
     assert "core_web_sm" in info.name and info.version and info.path
     assert "ner" in info.pipeline and "parser" not in info.pipeline
+
+
+def test_patches_are_not_read_as_prose(nlp_model) -> None:  # noqa: F811
+    text = ("Carl, here is the fix for Keith Packard's report.\n\n"
+            "diff --git a/lib/index.c b/lib/index.c\nindex 3a1b..9f2c 100644\n"
+            "--- a/lib/index.c\n+++ b/lib/index.c\n@@ -10,3 +10,4 @@\n"
+            "-    Syntax NULL Archive\n+    Maildir Syntax NULL\n\nThanks, Carl Worth\n")
+    a = analyze_text(nlp_model, text)
+    patch_start = text.index("diff --git")
+    patch_end = text.index("\n\nThanks")
+    assert not [e for e in a.entities if patch_start <= e.start < patch_end]
+    assert ("Carl Worth", "PERSON") in {(e.text, e.label) for e in a.entities}
+    for e in a.entities:
+        assert text[e.start:e.end] == e.text

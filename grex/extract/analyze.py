@@ -29,6 +29,32 @@ _BREAK_LABELS = frozenset({"PERSON", "EMAIL", "URL", "PHONE", "DATE", "MONEY", "
 _PHRASE_LABELS = frozenset({"ORG", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "FAC", "LOC"})
 
 
+_DIFF_HEAD = ("diff --git ", "diff -", "Index: ", "--- a/", "+++ b/", "@@ ", "--- ", "+++ ")
+
+
+def mask_noise(text: str) -> str:
+    """Blank out (same length, newlines kept, so offsets stay valid) what isn't prose:
+    patch hunks and long unbroken runs such as base64 or uuencoded lines."""
+    if "\n" not in text and len(text) < 50:
+        return text
+    out: list[str] = []
+    in_diff = False
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        noise = False
+        if body.startswith(_DIFF_HEAD[:4]) or (body.startswith("@@ ") and "@@" in body[3:]):
+            in_diff = True
+            noise = True
+        elif in_diff and (body[:1] in ("+", "-", " ") or body.startswith(("index ", "\\ "))):
+            noise = True
+        else:
+            in_diff = False
+        if not noise and len(body) >= 50 and " " not in body.strip():
+            noise = True
+        out.append(" " * len(body) + line[len(body):] if noise else line)
+    return "".join(out)
+
+
 def truncate(text: str, max_chars: int = MAX_CHARS) -> tuple[str, bool]:
     """Cut ``text`` at a whitespace at or before ``max_chars``; offsets stay valid."""
     if len(text) <= max_chars:
@@ -91,7 +117,7 @@ def _phrases(doc: Doc) -> tuple[Phrase, ...]:
 def doc_to_analysis(doc: Doc, truncated: bool) -> TextAnalysis:
     ents = tuple(
         Entity(text=e.text, label=e.label_, start=e.start_char, end=e.end_char) for e in doc.ents
-    )
+    )  # the masked text differs from the original only in blanked characters: same offsets
     words = sum(1 for t in doc if not t.is_space and not t.is_punct)
     return TextAnalysis(entities=ents, phrases=_phrases(doc), chars=len(doc.text), words=words,
                         truncated=truncated)
@@ -105,7 +131,7 @@ def _make_docs(nlp: Language, items: Sequence[tuple[str, Seeds]], max_chars: int
     flags: list[bool] = []
     for text, seeds in items:
         body, cut = truncate(text or "", max_chars)
-        doc = nlp.make_doc(body)
+        doc = nlp.make_doc(mask_noise(body))
         doc.user_data[SEEDS_KEY] = {"names": list(seeds.names),
                                     "addresses": list(seeds.addresses)}
         docs.append(doc)

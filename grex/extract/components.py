@@ -239,6 +239,9 @@ class GrexPost:
         if label == "DATE":
             if words and all(w in WEEKDAYS or w in RELATIVE_DAYS for w in words):
                 return None
+            digits = toks.text.strip()
+            if digits.isdigit() and not (len(digits) == 4 and digits[:2] in ("19", "20")):
+                return None  # "100644" is a file mode, not a date
         elif label in _NAME_LABELS:
             if not words or all(w in NOT_NAMES for w in words):
                 return None
