@@ -67,7 +67,8 @@ FIXTURE_MAILS: list[dict[str, Any]] = [
         "Thanks,\nKerry\n")),
     dict(subject="Re: Postgres replication lag", sender=RAJ, to=KERRY, reply=0, body=(
         "Thanks Kerry. Does the database failover still work with the new replication "
-        "settings?\n\nRaj\n\n> The Postgres replication lag on the reporting database\n")),
+        "settings? I copied kerry.mcguire@acme-widgets.com on the runbook request.\n\nRaj\n\n"
+        "> The Postgres replication lag on the reporting database\n")),
     dict(subject="Re: Postgres replication lag", sender=KERRY, to=RAJ, reply=1, body=(
         "Yes: I tested the database failover on Tuesday. The replica promoted in 12 seconds and "
         "the connection pool reconnected. Kerry McGuire will document the failover runbook "

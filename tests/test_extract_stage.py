@@ -109,3 +109,81 @@ def test_cli_analyze_plain_text_offsets(tmp_path: Path, nlp_model) -> None:  # n
     for e in out["entities"]:
         assert text[e["start"]:e["end"]] == e["text"]
     assert ("OPS-42", "TICKET") in {(e["text"], e["label"]) for e in out["entities"]}
+
+
+def test_email_address_resolves_to_the_person(fixture_kb, nlp_model) -> None:  # noqa: F811
+    kb, conn = fixture_kb
+    _run(kb, conn, nlp_model)
+    tid = store.message_thread_id(conn, "m0@fixture.example")
+    ents = thread_knowledge(conn, tid)["entities"]
+    kerry = next(e for e in ents if e["key"] == "person:kerry.mcguire@acme-widgets.com")
+    assert "kerry.mcguire@acme-widgets.com" in kerry["variants"]
+    assert not [e for e in ents if e["label"] == "EMAIL"]
+
+
+def test_a_crash_mid_run_loses_and_doubles_nothing(fixture_kb, nlp_model,  # noqa: F811
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import grex.extract.analyze as analyze_mod
+    import grex.extract.stage as stage
+
+    kb, conn = fixture_kb
+    monkeypatch.setattr(stage, "CHUNK", 4)
+    real = analyze_mod.analyze_texts
+    calls = {"n": 0}
+
+    def failing(*args, **kw):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed while the second chunk is analysed
+        return real(*args, **kw)
+
+    monkeypatch.setattr(analyze_mod, "analyze_texts", failing)
+    with pytest.raises(KeyboardInterrupt):
+        _run(kb, conn, nlp_model)
+    assert conn.execute("SELECT COUNT(*) FROM extract_messages").fetchone()[0] == 4
+    assert store.get_cursor(conn, "extract") == 0  # the cursor moves only at the end
+    monkeypatch.setattr(analyze_mod, "analyze_texts", real)
+    again = _run(kb, conn, nlp_model)
+    assert again.messages_computed == 6 and again.messages_unchanged == 4
+    assert conn.execute("SELECT COUNT(*) FROM extract_messages").fetchone()[0] == 10
+    assert _run(kb, conn, nlp_model).messages_computed == 0
+
+
+def test_a_removed_message_leaves_the_results(fixture_kb, nlp_model) -> None:  # noqa: F811
+    kb, conn = fixture_kb
+    _run(kb, conn, nlp_model)
+    # the office-move thread (m6, m7) disappears: Lena wrote nothing else
+    for mid in ("m7@fixture.example", "m6@fixture.example"):
+        src = conn.execute("SELECT source FROM locations WHERE message_id = ?",
+                           (mid,)).fetchone()[0]
+        store.remove_location(kb, conn, mid, src)
+    report = _run(kb, conn, nlp_model)
+    assert report.messages_deleted == 2
+    assert conn.execute("SELECT COUNT(*) FROM extract_messages").fetchone()[0] == 8
+    assert "Allianz" not in {e.text for e in list_entities(conn)}
+    assert who(kb, conn, "office move lease") == []  # nobody else wrote about it
+    assert conn.execute("SELECT messages FROM extract_people WHERE addr = ?",
+                        ("lena.fischer@acme-widgets.com",)).fetchone()[0] == 1
+
+
+def test_cli_commands_json(fixture_kb, nlp_model) -> None:  # noqa: F811
+    from typer.testing import CliRunner
+
+    from grex.cli import app
+
+    kb, conn = fixture_kb
+    runner = CliRunner()
+    base = ["--kb", str(kb.path)]
+    res = runner.invoke(app, [*base, "extract", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["messages_computed"] == 10
+    topics = json.loads(runner.invoke(app, [*base, "topics", "--json"]).stdout)
+    assert topics and {"id", "label", "terms", "threads"} == set(topics[0])
+    people = json.loads(runner.invoke(app, [*base, "entities", "--type", "PERSON",
+                                            "--json"]).stdout)
+    assert {"Kerry McGuire", "Raj Patel", "Lena Fischer"} <= {p["text"] for p in people}
+    ranked = json.loads(runner.invoke(app, [*base, "who", "docker build cache",
+                                            "--json"]).stdout)
+    assert ranked[0]["addr"] == "raj.patel@acme-widgets.com"
+    refit = runner.invoke(app, [*base, "topics", "--refit", "--json"])
+    assert refit.exit_code == 0 and json.loads(refit.stdout)

@@ -229,7 +229,9 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
                 _store_topic_labels(conn, model)
                 conn.execute("DELETE FROM extract_thread_topics")
             _assign_topics(conn, model, assign_ids)
-        people = _refresh_people(conn, model, None if (all or refitted) else live)
+        # removals can leave anyone's counts stale: then all people are recomputed
+        full = all or refitted or bool(deleted_msgs or deleted_threads)
+        people = _refresh_people(conn, model, None if full else live)
         store.set_cursor(conn, CURSOR, last)
     return ExtractReport(
         messages_seen=len(candidates), messages_computed=done, messages_unchanged=unchanged,
@@ -461,11 +463,15 @@ def _refresh_people(conn: sqlite3.Connection, model: topics_mod.TopicModel | Non
                 if name and not names.get(addr.lower()):
                     names[addr.lower()] = name
         part_of[tid] = addrs
+    everyone = {a for addrs in part_of.values() for a in addrs}
     if tids is None:
-        wanted = {a for addrs in part_of.values() for a in addrs}
+        wanted = everyone
         conn.execute("DELETE FROM extract_people")
     else:
         wanted = {a for t in tids for a in part_of.get(t, [])}
+        gone = [r[0] for r in conn.execute("SELECT addr FROM extract_people")
+                if r[0] not in everyone]
+        conn.executemany("DELETE FROM extract_people WHERE addr = ?", [(a,) for a in gone])
     by_person: dict[str, list[str]] = defaultdict(list)
     for tid, addrs in part_of.items():
         for a in addrs:
