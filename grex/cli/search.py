@@ -1,0 +1,166 @@
+"""`grex search`, `grex related`, `grex reindex`: thin over grex.search and grex.index."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from grex.cli.core import console, emit_json, progress_bar, say, state
+from grex.errors import QueryError
+
+SEARCH_HELP = """Search the knowledge base (threads by relevance; --messages for messages).
+
+\b
+Query language (notmuch / mu compatible where they agree):
+  word  "a phrase"  foo*       words match subject, body, names, addresses,
+                               attachment names, topics, keyphrases, entities;
+                               words are stemmed (run = running), accents folded
+  a b   a AND b                both (the default)
+  a OR b   ( ... )             either; parentheses group
+  NOT a   -a                   without (a AND NOT b, a -b)
+  from:  to: (To and Cc)  cc:  subject:  body:  attachment:
+  date:2024-01-01..2024-03-31  date:2024-05  date:2024-05-17  date:30d..
+        (open ends: date:..2024-01; relative: 2w.., 6m.., 1y..; times are UTC)
+  id:MESSAGE-ID   thread:THREAD-ID   folder:   label: (also tag:, is:)
+  person:  org:  place:  topic:  keyword:   (from extraction, when present)
+  has:attachment  has:signed  has:encrypted  (tag:attachment works too)
+  *                            every message
+Operators are upper case; a bad query is reported with a caret at the problem.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(help=SEARCH_HELP)
+    def search(
+        ctx: typer.Context,
+        query: Annotated[list[str], typer.Argument(help="the query (words are joined)")],
+        messages: Annotated[bool, typer.Option("--messages", help="one hit per message, "
+                                               "not per thread")] = False,
+        limit: Annotated[int, typer.Option(help="hits to show")] = 20,
+        offset: Annotated[int, typer.Option(help="skip this many hits first")] = 0,
+        sort: Annotated[str, typer.Option(help="relevance | newest | oldest")] = "relevance",
+        facet: Annotated[list[str] | None, typer.Option(
+            "--facet", help="count values of: topic | person | org | place | from | label | "
+            "folder (repeatable)")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    ) -> None:
+        from grex import search as gs
+
+        st = state(ctx)
+        kb, conn = _open_readonly(st)
+        try:
+            result = gs.search(kb, " ".join(query), messages=messages, limit=limit,
+                               offset=offset, sort=sort, facets=tuple(facet or ()), conn=conn)
+        except QueryError as e:
+            raise _with_caret(e) from None
+        if json_out:
+            emit_json(result.to_json())
+            return
+        _print_result(st, result)
+
+    @app.command()
+    def related(
+        ctx: typer.Context,
+        thread_id: Annotated[str, typer.Argument(help="a thread id (or unique prefix)")],
+        limit: Annotated[int, typer.Option(help="threads to show")] = 10,
+        json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    ) -> None:
+        """Threads like this one (more like this: its most distinctive words)."""
+        from grex import search as gs
+
+        st = state(ctx)
+        kb, conn = _open_readonly(st)
+        result = gs.related(kb, thread_id, limit=limit, conn=conn)
+        if json_out:
+            emit_json(result.to_json())
+            return
+        _print_result(st, result)
+
+    @app.command()
+    def reindex(
+        ctx: typer.Context,
+        procs: Annotated[int | None, typer.Option(help="writer processes (default: 2 for "
+                                                  "5,000+ messages on 2+ cores)")] = None,
+        json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")]
+        = False,
+    ) -> None:
+        """Rebuild the search index from the catalog into a new directory, then swap it in
+        (searches keep using the old one until the swap)."""
+        from grex import index as gi
+
+        st = state(ctx)
+        kb, conn, config = st.open()
+        with kb.writer_lock(wait=True, timeout=600, command="grex reindex"):
+            total = int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+            with progress_bar(st, "Indexing", total) as advance:
+                report = gi.rebuild_index(kb, conn, procs=procs,
+                                          progress=lambda n, _t=None: advance(n))
+        if json_out:
+            emit_json(report)
+            return
+        say(st, report.summary())
+        for line in report.skipped[:20]:
+            say(st, f"  skipped {line}")
+
+
+def _with_caret(e: QueryError) -> QueryError:
+    """The same error, its message followed by the query and a caret under the problem."""
+    from grex.query import format_error
+
+    return QueryError(format_error(e), query=e.query, position=e.position)
+
+
+def _open_readonly(st: Any) -> tuple[Any, Any]:
+    from grex import store
+
+    config = st.config()
+    kb = store.KB.open(config.kb)
+    return kb, kb.connect(readonly=True)
+
+
+def _print_result(st: Any, result: Any) -> None:
+    from rich.text import Text
+
+    if result.suggestion:
+        say(st, f"Did you mean: {result.suggestion}")
+    unit = "messages" if result.messages else "threads"
+    if not result.hits:
+        say(st, f"No {unit} match." if result.total == 0 else
+            f"{result.total} {unit} match; none on this page.")
+    for h in result.hits:
+        when = _span(h.first_date, h.last_date)
+        count = f" [{len(h.message_ids)}/{h.total_messages}]" if h.total_messages else (
+            f" [{len(h.message_ids)}]" if not result.messages else "")
+        line = Text()
+        line.append(h.thread_id, style="cyan")
+        line.append(f"  {when}{count}  ")
+        line.append(h.subject or "(no subject)", style="bold")
+        who = h.sender if result.messages and h.sender else ", ".join(h.participants[:4])
+        if who:
+            line.append(f"  ({who})", style="dim")
+        console.print(line)
+        if result.messages:
+            console.print(Text(f"  id:{h.message_ids[0]}", style="dim"))
+        if h.snippet:
+            snip = Text("  " + h.snippet)
+            for a, b in h.highlights:
+                snip.stylize("bold yellow", a + 2, b + 2)
+            console.print(snip)
+        if h.topics:
+            console.print(Text("  topics: " + ", ".join(h.topics[:5]), style="green"))
+    for name, values in (result.facets or {}).items():
+        say(st, f"{name}: " + ", ".join(f"{v} ({c})" for v, c in values) if values else
+            f"{name}: (none)")
+    shown = len(result.hits)
+    if result.total > result.offset + shown and shown:
+        say(st, f"{result.offset + 1}-{result.offset + shown} of {result.total} {unit} "
+                f"(--offset {result.offset + shown} for more)")
+
+
+def _span(a: Any, b: Any) -> str:
+    if a is None:
+        return ""
+    if b is None or a.date() == b.date():
+        return f"{a:%Y-%m-%d}"
+    return f"{a:%Y-%m-%d}..{b:%Y-%m-%d}"

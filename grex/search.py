@@ -1,0 +1,671 @@
+"""Search the index: threads (default) or messages, snippets, facets, suggestions, related.
+
+Reading never takes a lock: a search opens the generation ``KB/index`` points at and sees
+the last committed state; a commit or a rebuild swap racing the open shows up as an OSError
+and the open+search is retried (whoosh re-reads its table of contents without retrying).
+
+This module is on the search path: it imports Whoosh and grex's own light modules only
+(never spaCy or scikit-learn).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from whoosh import index as wix
+from whoosh import query as wq
+from whoosh.scoring import BM25F
+
+from grex.errors import IndexError_, QueryError
+from grex.index import (
+    FACETS,
+    READ_RETRIES,
+    SCHEMA_VERSION,
+    TOKEN_PATTERN,
+    current_index_dir,
+    fold,
+    read_meta,
+    stem_term,
+)
+from grex.query import ParsedQuery, analyze, parse_query
+
+SORTS = ("relevance", "newest", "oldest")
+SNIPPET_CHARS = 220
+SUGGEST_BELOW = 3  # offer "did you mean" when fewer hits than this
+FACET_TOP = 10
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One thread (or, with ``messages=True``, one message) that matched."""
+
+    thread_id: str
+    subject: str
+    score: float
+    message_ids: tuple[str, ...]  # the matching messages (thread order: oldest first)
+    snippet: str = ""
+    highlights: tuple[tuple[int, int], ...] = ()  # [start, end) spans of snippet to mark
+    first_date: datetime | None = None
+    last_date: datetime | None = None
+    participants: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+    total_messages: int = 0  # messages in the thread (0: unknown)
+    sender: str = ""  # message hits: the From line
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "thread_id": self.thread_id,
+            "subject": self.subject,
+            "score": round(self.score, 4),
+            "message_ids": list(self.message_ids),
+            "snippet": self.snippet,
+            "highlights": [list(s) for s in self.highlights],
+            "first_date": _iso(self.first_date),
+            "last_date": _iso(self.last_date),
+            "participants": list(self.participants),
+            "topics": list(self.topics),
+            "total_messages": self.total_messages,
+            **({"from": self.sender} if self.sender else {}),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    query: str
+    total: int  # threads (or messages) matching, not just this page
+    hits: tuple[SearchHit, ...]
+    messages: bool = False
+    facets: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
+    suggestion: str | None = None  # a corrected query with more hits ("did you mean")
+    offset: int = 0
+    limit: int = 20
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "query": self.query,
+            "total": self.total,
+            "mode": "messages" if self.messages else "threads",
+            "offset": self.offset,
+            "limit": self.limit,
+            "hits": [h.to_json() for h in self.hits],
+        }
+        if self.facets:
+            out["facets"] = {k: [{"value": v, "count": c} for v, c in vals]
+                             for k, vals in self.facets.items()}
+        if self.suggestion:
+            out["suggestion"] = self.suggestion
+        return out
+
+
+def _iso(d: datetime | None) -> str | None:
+    if d is None:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.isoformat()
+
+
+# --------------------------------------------------------------------------------- opening
+
+
+class _Open:
+    """A cached open index + searcher for one generation directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ix = wix.open_dir(str(path))
+        self.searcher = self.ix.searcher(weighting=BM25F())
+        self.thread_ids: list[str] | None = None
+        self.lock = threading.Lock()
+
+    def fresh(self) -> bool:
+        return self.searcher.up_to_date()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a reader whose files are gone
+            self.searcher.close()
+
+
+_CACHE: dict[str, _Open] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _kb_path(kb: Any) -> Path:
+    return Path(getattr(kb, "path", kb))
+
+
+def _open(kb_path: Path) -> _Open:
+    index_dir = current_index_dir(kb_path)
+    if index_dir is None:
+        raise IndexError_(f"no search index in {kb_path}",
+                          hint="run `grex reindex` (or `grex import` / `grex sync`) first")
+    meta = read_meta(index_dir)
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise IndexError_("the search index was built by another version of grex",
+                          hint="run `grex reindex`")
+    key = str(index_dir)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None and cached.fresh():
+            return cached
+        if cached is not None:
+            cached.close()
+        for other in [k for k in _CACHE if k != key]:
+            _CACHE.pop(other).close()
+        opened = _Open(index_dir)
+        _CACHE[key] = opened
+        return opened
+
+
+def _forget(kb_path: Path) -> None:
+    with _CACHE_LOCK:
+        for k in list(_CACHE):
+            _CACHE.pop(k).close()
+
+
+def with_index(kb: Any, fn: Callable[[_Open], T]) -> T:
+    """Run ``fn`` on the open index; retry open+run on OSError (a commit or swap racing)."""
+    kb_path = _kb_path(kb)
+    delay = 0.02
+    for attempt in range(READ_RETRIES):
+        try:
+            return fn(_open(kb_path))
+        except (OSError, EOFError) as exc:
+            _forget(kb_path)
+            if attempt == READ_RETRIES - 1:
+                raise IndexError_(f"could not read the search index: {exc}",
+                                  hint="retry; if it persists run `grex reindex`") from exc
+            time.sleep(delay)
+            delay *= 2
+        except wix.EmptyIndexError as exc:
+            _forget(kb_path)
+            if attempt == READ_RETRIES - 1:
+                raise IndexError_("the search index is empty or unreadable",
+                                  hint="run `grex reindex`") from exc
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------------- snippets
+
+_WS = re.compile(r"\s+")
+_WORDS = re.compile(TOKEN_PATTERN)
+
+
+def snippet_for(text: str, terms: frozenset[str], prefixes: frozenset[str] = frozenset(),
+                width: int = SNIPPET_CHARS) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """A window of ``text`` around the densest cluster of matching words, whitespace
+    collapsed, with the [start, end) spans of the matching words. No escaping: the caller
+    formats (a terminal style, HTML escaping, ...)."""
+    if not text:
+        return "", ()
+    matches: list[tuple[int, int, str]] = []
+    if terms or prefixes:
+        # stem only words that can match: Porter2 keeps a word's first letters (stemming
+        # every word of a cold process's snippets cost more than the search itself)
+        heads = tuple({t[:3] for t in terms} | {p[:3] for p in prefixes})
+        for m in _WORDS.finditer(text):
+            word = m.group()
+            folded = fold(word)
+            if not folded.startswith(heads):
+                continue
+            t = stem_term(word)
+            if t in terms or (prefixes and t.startswith(tuple(prefixes))):
+                matches.append((m.start(), m.end(), t))
+    if not matches:
+        start, end = 0, min(len(text), width)
+    else:
+        best, best_key = 0, (-1, -1)
+        for i, (s, _e, _t) in enumerate(matches):
+            inside = [m for m in matches[i:] if m[1] <= s + width]
+            key = (len({m[2] for m in inside}), len(inside))
+            if key > best_key:
+                best, best_key = i, key
+        first = matches[best][0]
+        start = max(0, first - width // 4)
+        if start > 0:
+            space = text.rfind(" ", max(0, start - 20), first)
+            start = space + 1 if space >= 0 else start
+        end = min(len(text), start + width)
+        if end < len(text):
+            space = text.rfind(" ", start + width // 2, end)
+            end = space if space > 0 else end
+    out: list[str] = []
+    spans: list[tuple[int, int]] = []
+    length = 0
+    if start > 0:
+        out.append("… ")
+        length += 2
+    cursor = start
+    for s, e, _t in matches:
+        if s < cursor or e > end:
+            continue
+        between = _WS.sub(" ", text[cursor:s])
+        out.append(between)
+        length += len(between)
+        word = text[s:e]
+        spans.append((length, length + len(word)))
+        out.append(word)
+        length += len(word)
+        cursor = e
+    tail = _WS.sub(" ", text[cursor:end])
+    out.append(tail)
+    snippet = "".join(out)
+    # leading whitespace collapse may leave one space at the very start
+    if snippet.startswith(" "):
+        snippet = snippet[1:]
+        spans = [(a - 1, b - 1) for a, b in spans]
+    snippet = snippet.rstrip()
+    if end < len(text):
+        snippet += " …"
+    return snippet, tuple(spans)
+
+
+def _field_terms(parsed: ParsedQuery, name: str) -> frozenset[str]:
+    return frozenset(t for f, t in parsed.highlight_terms if f == name)
+
+
+def _field_prefixes(parsed: ParsedQuery, name: str) -> frozenset[str]:
+    return frozenset(p for f, p in parsed.highlight_prefixes if f == name)
+
+
+def _snippet(fields: dict[str, Any], parsed: ParsedQuery) -> tuple[str, tuple[tuple[int, int],
+                                                                             ...]]:
+    body_terms = _field_terms(parsed, "body") | _field_terms(parsed, "quoted")
+    body_prefixes = _field_prefixes(parsed, "body")
+    return snippet_for(fields.get("excerpt", "") or "", body_terms, body_prefixes)
+
+
+# ----------------------------------------------------------------------------------- search
+
+
+def search(
+    kb: Any,
+    query: str,
+    *,
+    messages: bool = False,
+    limit: int = 20,
+    offset: int = 0,
+    sort: str = "relevance",
+    facets: Sequence[str] = (),
+    suggest: bool = True,
+    now: datetime | None = None,
+    conn: Any = None,
+) -> SearchResult:
+    """Search the KB's index with grex's query language (see docs/search.md).
+
+    ``kb``: a KB (with ``.path``) or its path. ``conn``: an optional catalog connection,
+    used for thread participants / date ranges / message counts and to follow merged
+    thread ids in ``thread:``; without it those come from the matching documents.
+    Raises QueryError (bad query, bad option) or IndexError_ (no readable index).
+    """
+    if sort not in SORTS:
+        raise QueryError(f"unknown sort {sort!r}", hint="use " + " | ".join(SORTS))
+    bad = [f for f in facets if f not in FACETS]
+    if bad:
+        raise QueryError(f"unknown facet {bad[0]!r}", hint="use " + " | ".join(FACETS))
+    if limit < 0 or offset < 0:
+        raise QueryError("--limit and --offset must not be negative")
+    resolve = _thread_resolver(conn)
+    parsed = parse_query(query, now=now, resolve_thread=resolve)
+
+    def run(opened: _Open) -> SearchResult:
+        s = opened.searcher
+        if messages:
+            total, hits, matched = _message_hits(s, parsed, limit, offset, sort)
+        else:
+            total, hits, matched = _thread_hits(opened, parsed, limit, offset, sort, conn)
+        facet_counts = _facets(opened, matched, facets, by_thread=not messages) if facets else {}
+        suggestion = None
+        if suggest and total < SUGGEST_BELOW and parsed.words:
+            suggestion = _suggestion(s, parsed, total, now, resolve)
+        return SearchResult(query=query, total=total, hits=tuple(hits), messages=messages,
+                            facets=facet_counts, suggestion=suggestion, offset=offset,
+                            limit=limit)
+
+    return with_index(kb, run)
+
+
+def _thread_resolver(conn: Any) -> Callable[[str], str] | None:
+    if conn is None:
+        return None
+    try:
+        from grex import store  # noqa: PLC0415 - light; only when a catalog is at hand
+    except ImportError:
+        return None
+    fn = getattr(store, "resolve_thread_id", None)
+    if fn is None:
+        return None
+
+    def resolve(tid: str) -> str:
+        try:
+            return fn(conn, tid) or tid
+        except Exception:  # noqa: BLE001 - an unknown id simply matches nothing
+            return tid
+
+    return resolve
+
+
+def _date_of(fields: dict[str, Any]) -> datetime | None:
+    d = fields.get("date")
+    return d.replace(tzinfo=UTC) if isinstance(d, datetime) and d.tzinfo is None else d
+
+
+def _message_hits(s: Any, parsed: ParsedQuery, limit: int, offset: int,
+                  sort: str) -> tuple[int, list[SearchHit], list[int]]:
+    kwargs: dict[str, Any] = {"limit": offset + limit if limit else 1}
+    if sort != "relevance":
+        kwargs.update(sortedby="date", reverse=(sort == "newest"))
+    results = s.search(parsed.query, **kwargs)
+    total = len(results)
+    hits = []
+    for hit in results[offset:offset + limit] if limit else []:
+        stored = hit.fields()
+        snippet, spans = _snippet(stored, parsed)
+        date = _date_of(stored)
+        hits.append(SearchHit(
+            thread_id=stored.get("thread_id", ""),
+            subject=stored.get("subject", ""),
+            score=float(hit.score or 0.0),
+            message_ids=(stored["id"],),
+            snippet=snippet,
+            highlights=spans,
+            first_date=date,
+            last_date=date,
+            participants=tuple(_names(stored)),
+            topics=tuple(stored.get("topics") or ()),
+            total_messages=0,
+            sender=(stored.get("from", "") or "").split("\n")[0],
+        ))
+    matched = list(s.docs_for_query(parsed.query)) if total else []
+    return total, hits, matched
+
+
+def _names(stored: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for key in ("from", "to", "cc"):
+        for line in (stored.get(key) or "").split("\n"):
+            name = line.split(" <")[0].strip() if " <" in line else line.strip()
+            if name and name not in out:
+                out.append(name)
+    return out
+
+
+def _thread_column(opened: _Open, docnums: list[int]) -> dict[int, str]:
+    """docnum -> thread id, for the matching documents (whole column cached when large)."""
+    reader = opened.searcher.reader()
+    if opened.thread_ids is None and len(docnums) > 2000:
+        with opened.lock:
+            if opened.thread_ids is None:
+                opened.thread_ids = list(reader.column_reader("thread_id"))
+    if opened.thread_ids is not None:
+        col = opened.thread_ids
+        return {d: col[d] for d in docnums}
+    creader = reader.column_reader("thread_id")
+    return {d: creader[d] for d in docnums}
+
+
+def _thread_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int, sort: str,
+                 conn: Any) -> tuple[int, list[SearchHit], list[int]]:
+    s = opened.searcher
+    matched = list(s.docs_for_query(parsed.query))
+    if not matched:
+        return 0, [], []
+    tid_of = _thread_column(opened, matched)
+    by_thread: dict[str, list[int]] = defaultdict(list)
+    for d in matched:
+        by_thread[tid_of[d]].append(d)
+    total = len(by_thread)
+    want = offset + limit
+    best: dict[str, tuple[int, float]] = {}  # thread -> (docnum, score) of its best message
+    order: list[str] = []
+    if sort == "relevance":
+        k = max(want * 3, 30)
+        while True:
+            results = s.search(parsed.query, limit=k)
+            best.clear()
+            order.clear()
+            for hit in results:
+                tid = tid_of.get(hit.docnum)
+                if tid is None:
+                    continue
+                if tid not in best:
+                    best[tid] = (hit.docnum, float(hit.score or 0.0))
+                    order.append(tid)
+                    if len(order) >= want:
+                        break
+            if len(order) >= want or k >= len(matched):
+                break
+            k *= 4
+    else:
+        dates = opened.searcher.reader().column_reader("date")
+        newest = sort == "newest"
+        key_of: dict[str, Any] = {}
+        for tid, docs in by_thread.items():
+            ds = [(dates[d], d) for d in docs]
+            pick = max(ds) if newest else min(ds)
+            key_of[tid] = pick[0]
+            best[tid] = (pick[1], 0.0)
+        order = sorted(by_thread, key=lambda t: key_of[t], reverse=newest)
+    page = order[offset:offset + limit] if limit else []
+    hits = [_thread_hit(opened, parsed, tid, by_thread[tid], best[tid], conn) for tid in page]
+    return total, hits, matched
+
+
+def _thread_hit(opened: _Open, parsed: ParsedQuery, tid: str, docs: list[int],
+                best: tuple[int, float], conn: Any) -> SearchHit:
+    s = opened.searcher
+    stored = [s.stored_fields(d) for d in docs]
+    stored.sort(key=lambda f: (_date_of(f) or datetime.min.replace(tzinfo=UTC), f.get("id")))
+    top = s.stored_fields(best[0])
+    snippet, spans = _snippet(top, parsed)
+    dates = [d for d in (_date_of(f) for f in stored) if d is not None]
+    subject = ""
+    participants: list[str] = []
+    for f in stored:
+        for n in _names(f):
+            if n not in participants:
+                participants.append(n)
+    first, last, total_messages = (min(dates) if dates else None,
+                                   max(dates) if dates else None, 0)
+    thread = _catalog_thread(conn, tid)
+    if thread is not None:
+        subject = thread.subject or ""
+        first, last = thread.first_date, thread.last_date
+        total_messages = len(thread.message_ids)
+        if thread.participants:
+            participants = [a.label for a in thread.participants]
+    if not subject:
+        subject = stored[0].get("subject", "") if stored else top.get("subject", "")
+    return SearchHit(
+        thread_id=tid,
+        subject=subject,
+        score=best[1],
+        message_ids=tuple(f["id"] for f in stored),
+        snippet=snippet,
+        highlights=spans,
+        first_date=first,
+        last_date=last,
+        participants=tuple(participants),
+        topics=tuple(top.get("topics") or ()),
+        total_messages=total_messages,
+    )
+
+
+def _catalog_thread(conn: Any, tid: str) -> Any:
+    if conn is None:
+        return None
+    try:
+        from grex import store  # noqa: PLC0415
+        return store.get_thread(conn, tid)
+    except Exception:  # noqa: BLE001 - the catalog may be ahead of / behind the index
+        return None
+
+
+# ----------------------------------------------------------------------------------- facets
+
+
+def _facets(opened: _Open, matched: list[int], names: Sequence[str], *,
+            by_thread: bool) -> dict[str, tuple[tuple[str, int], ...]]:
+    if not matched:
+        return {name: () for name in names}
+    reader = opened.searcher.reader()
+    col = reader.column_reader("facets")
+    tid_of = _thread_column(opened, matched) if by_thread else {}
+    counts: dict[str, dict[str, set[Any]]] = {n: defaultdict(set) for n in names}
+    display: dict[str, dict[str, str]] = {n: {} for n in names}
+    for d in matched:
+        values = col[d] or {}
+        unit = tid_of[d] if by_thread else d
+        for name in names:
+            for v in values.get(name, ()) or ():
+                key = v.casefold()
+                counts[name][key].add(unit)
+                display[name].setdefault(key, v)
+    out = {}
+    for name in names:
+        ranked = sorted(counts[name].items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        out[name] = tuple((display[name][k], len(units)) for k, units in ranked[:FACET_TOP])
+    return out
+
+
+# ------------------------------------------------------------------------------ suggestions
+
+
+def _surface(s: Any, fieldname: str, term: str) -> str:
+    """A real word of the index that stems to ``term`` (suggestions show words, not stems)."""
+    try:
+        postings = s.reader().postings(fieldname, term)
+        docnum = next(iter(postings.all_ids()))
+    except (KeyError, StopIteration, Exception):  # noqa: BLE001
+        return term
+    stored = s.stored_fields(docnum)
+    for text in (stored.get("subject", ""), stored.get("excerpt", "")):
+        for m in re.finditer(r"\w+", text or ""):
+            if analyze(fieldname, m.group()) == [term]:
+                return m.group().lower()
+    return term
+
+
+def _suggestion(s: Any, parsed: ParsedQuery, total: int, now: datetime | None,
+                resolve: Callable[[str], str] | None) -> str | None:
+    replacements: list[tuple[int, int, str]] = []
+    for w in parsed.words:
+        if w.phrase or w.wildcard or w.prefix not in (None, "subject", "body"):
+            continue
+        terms = analyze("body", w.text)
+        if len(terms) != 1:
+            continue
+        term = terms[0]
+        known = s.doc_frequency("body", term) + s.doc_frequency("subject", term)
+        if known > 0:
+            continue
+        candidates: list[tuple[int, str, str]] = []
+        for fieldname in ("body", "subject"):
+            try:
+                for cand in s.suggest(fieldname, term, limit=5, maxdist=2, prefix=1):
+                    candidates.append((s.doc_frequency(fieldname, cand), fieldname, cand))
+            except Exception:  # noqa: BLE001 - an empty field has no word graph
+                continue
+        if not candidates:
+            continue
+        _freq, fieldname, cand = max(candidates)
+        replacements.append((w.pos, w.pos + len(w.text), _surface(s, fieldname, cand)))
+    if not replacements:
+        return None
+    text = parsed.text
+    for start, end, new in sorted(replacements, reverse=True):
+        text = text[:start] + new + text[end:]
+    try:
+        better = parse_query(text, now=now, resolve_thread=resolve)
+    except QueryError:
+        return None
+    if len(list(s.docs_for_query(better.query))) <= total:
+        return None
+    return text
+
+
+# ----------------------------------------------------------------------------------- related
+
+
+def related(kb: Any, thread_id: str, *, limit: int = 10, conn: Any = None) -> SearchResult:
+    """Threads like ``thread_id`` ("more like this"): its distinctive words, searched in
+    every other thread's subject and body."""
+    resolve = _thread_resolver(conn)
+    tid = resolve(thread_id) if resolve else thread_id
+
+    def run(opened: _Open) -> SearchResult:
+        s = opened.searcher
+        docs = list(s.docs_for_query(wq.Term("thread_id", tid)))
+        if not docs:
+            raise QueryError(f"no thread {thread_id!r} in the index",
+                             hint="thread ids are shown by `grex search`")
+        text = "\n".join(f"{f.get('subject', '')}\n{f.get('excerpt', '')}"
+                         for f in (s.stored_fields(d) for d in docs))
+        keys = s.key_terms_from_text("body", text, numterms=15)
+        if not keys:
+            return SearchResult(query=f"related:{tid}", total=0, hits=(), limit=limit)
+        q = wq.Or([wq.Term(f, word, boost=float(weight))
+                   for word, weight in keys for f in ("body", "subject")])
+        q = wq.AndNot(q, wq.Term("thread_id", tid))
+        parsed = ParsedQuery(text=f"related:{tid}", tree=None,  # type: ignore[arg-type]
+                             query=q,
+                             highlight_terms=frozenset(("body", w) for w, _ in keys))
+        total, hits, _matched = _thread_hits(opened, parsed, limit, 0, "relevance", conn)
+        return SearchResult(query=f"related:{tid}", total=total, hits=tuple(hits),
+                            limit=limit)
+
+    return with_index(kb, run)
+
+
+# ------------------------------------------------------------------------------ for export
+
+
+def iter_index_docs(kb: Any, *, thread_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """The stored fields of every live document (or of one thread's), for the HTML
+    exporter: id, thread_id, subject, from, to, cc, date (naive UTC), folder, label,
+    attachment, flag, excerpt, topics. Reads one consistent generation."""
+
+    def collect(opened: _Open) -> list[dict[str, Any]]:
+        s = opened.searcher
+        if thread_id is not None:
+            return [s.stored_fields(d)
+                    for d in s.docs_for_query(wq.Term("thread_id", thread_id))]
+        return list(s.all_stored_fields())
+
+    yield from with_index(kb, collect)
+
+
+def index_stats(kb: Any) -> dict[str, Any]:
+    """Documents, deleted documents, segments and the generation directory in use."""
+
+    def stats(opened: _Open) -> dict[str, Any]:
+        r = opened.searcher.reader()
+        return {"documents": r.doc_count(), "documents_all": r.doc_count_all(),
+                "segments": len(opened.ix._segments()), "path": str(opened.path),
+                "meta": read_meta(opened.path)}
+
+    return with_index(kb, stats)
+
+
+def facet_names() -> tuple[str, ...]:
+    return FACETS
+
+
+__all__ = ["SORTS", "SearchHit", "SearchResult", "facet_names", "index_stats",
+           "iter_index_docs", "related", "search", "snippet_for", "with_index"]
+
