@@ -165,8 +165,8 @@ def gather_status(kb: Any, html_dir: Path | None = None, quarantine_limit: int =
         counts = {
             "messages": _count(conn, tables, "messages"),
             "threads": _count(conn, tables, "threads"),
-            "people": _count(conn, tables, "people", "persons"),
-            "topics": _count(conn, tables, "topics"),
+            "people": _count(conn, tables, "extract_people", "people", "persons"),
+            "topics": _count(conn, tables, "extract_topics", "topics"),
         }
         quarantined, qtotal = _quarantine(conn, tables, quarantine_limit)
         index = index_health(root, conn, tables)
