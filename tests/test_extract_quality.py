@@ -12,13 +12,13 @@ import pytest
 
 from grex.extract.analyze import analyze_text
 from grex.extract.evaluation import load_20news_sample, load_enron, score_entities
-from tests.fixtures_extract import corpus_or_skip, nlp_model  # noqa: F401
+from tests.fixtures_extract import corpus_or_skip
 
 pytestmark = [pytest.mark.nlp, pytest.mark.corpus]
 
 
 @pytest.fixture(scope="module")
-def entity_scores(nlp_model):  # type: ignore[no-untyped-def]  # noqa: F811
+def entity_scores(nlp_model):  # type: ignore[no-untyped-def]
     docs = load_enron(corpus_or_skip("enron-emailcoref-ner-train"))
     return score_entities(docs, lambda text: [(e.start, e.end, e.label) for e in
                                               analyze_text(nlp_model, text).entities])

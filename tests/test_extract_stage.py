@@ -10,13 +10,7 @@ import pytest
 from grex import store
 from grex.config import load_config
 from grex.extract import list_entities, list_topics, run_extract, thread_knowledge, who
-from tests.fixtures_extract import (  # noqa: F401
-    KERRY,
-    LENA,
-    add_fixture_mails,
-    fixture_kb,
-    nlp_model,
-)
+from tests.fixtures_extract import KERRY, LENA, add_fixture_mails
 
 pytestmark = pytest.mark.nlp
 
@@ -25,7 +19,7 @@ def _run(kb, conn, nlp, **kw):  # type: ignore[no-untyped-def]
     return run_extract(kb, conn, load_config(kb.path, {}), nlp=nlp, **kw)
 
 
-def test_incremental_second_run_computes_nothing(fixture_kb, nlp_model) -> None:  # noqa: F811
+def test_incremental_second_run_computes_nothing(fixture_kb, nlp_model) -> None:
     kb, conn = fixture_kb
     first = _run(kb, conn, nlp_model)
     assert first.messages_computed == 10
@@ -45,7 +39,7 @@ def test_incremental_second_run_computes_nothing(fixture_kb, nlp_model) -> None:
     assert _run(kb, conn, nlp_model, all=True).messages_computed == 11
 
 
-def test_one_person_one_entity(fixture_kb, nlp_model) -> None:  # noqa: F811
+def test_one_person_one_entity(fixture_kb, nlp_model) -> None:
     kb, conn = fixture_kb
     _run(kb, conn, nlp_model)
     tid = store.message_thread_id(conn, "m0@fixture.example")
@@ -59,7 +53,7 @@ def test_one_person_one_entity(fixture_kb, nlp_model) -> None:  # noqa: F811
     assert ("DB-4211", "TICKET") in {(e["text"], e["label"]) for e in ents}
 
 
-def test_keyphrases_and_topics_json(fixture_kb, nlp_model) -> None:  # noqa: F811
+def test_keyphrases_and_topics_json(fixture_kb, nlp_model) -> None:
     kb, conn = fixture_kb
     _run(kb, conn, nlp_model)
     tid = store.message_thread_id(conn, "m0@fixture.example")
@@ -78,7 +72,7 @@ def test_keyphrases_and_topics_json(fixture_kb, nlp_model) -> None:  # noqa: F81
     ("docker build cache", "raj.patel@acme-widgets.com"),
     ("office move lease", "lena.fischer@acme-widgets.com"),
 ])
-def test_who_ranks_the_person_who_wrote_about_it(fixture_kb, nlp_model, query: str,  # noqa: F811
+def test_who_ranks_the_person_who_wrote_about_it(fixture_kb, nlp_model, query: str,
                                                  expert: str) -> None:
     kb, conn = fixture_kb
     _run(kb, conn, nlp_model)
@@ -86,7 +80,7 @@ def test_who_ranks_the_person_who_wrote_about_it(fixture_kb, nlp_model, query: s
     assert ranked and ranked[0].addr == expert
 
 
-def test_quoted_text_does_not_make_an_expert(fixture_kb, nlp_model) -> None:  # noqa: F811
+def test_quoted_text_does_not_make_an_expert(fixture_kb, nlp_model) -> None:
     kb, conn = fixture_kb
     _run(kb, conn, nlp_model)
     # Raj only quoted "reporting database"; Kerry wrote it
@@ -94,7 +88,7 @@ def test_quoted_text_does_not_make_an_expert(fixture_kb, nlp_model) -> None:  # 
     assert ranked[0] == "kerry.mcguire@acme-widgets.com"
 
 
-def test_cli_analyze_plain_text_offsets(tmp_path: Path, nlp_model) -> None:  # noqa: F811
+def test_cli_analyze_plain_text_offsets(tmp_path: Path, nlp_model) -> None:
     from typer.testing import CliRunner
 
     from grex.cli import app
@@ -111,7 +105,7 @@ def test_cli_analyze_plain_text_offsets(tmp_path: Path, nlp_model) -> None:  # n
     assert ("OPS-42", "TICKET") in {(e["text"], e["label"]) for e in out["entities"]}
 
 
-def test_email_address_resolves_to_the_person(fixture_kb, nlp_model) -> None:  # noqa: F811
+def test_email_address_resolves_to_the_person(fixture_kb, nlp_model) -> None:
     kb, conn = fixture_kb
     _run(kb, conn, nlp_model)
     tid = store.message_thread_id(conn, "m0@fixture.example")
@@ -121,7 +115,7 @@ def test_email_address_resolves_to_the_person(fixture_kb, nlp_model) -> None:  #
     assert not [e for e in ents if e["label"] == "EMAIL"]
 
 
-def test_a_crash_mid_run_loses_and_doubles_nothing(fixture_kb, nlp_model,  # noqa: F811
+def test_a_crash_mid_run_loses_and_doubles_nothing(fixture_kb, nlp_model,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import grex.extract.analyze as analyze_mod
     import grex.extract.stage as stage
@@ -149,7 +143,7 @@ def test_a_crash_mid_run_loses_and_doubles_nothing(fixture_kb, nlp_model,  # noq
     assert _run(kb, conn, nlp_model).messages_computed == 0
 
 
-def test_a_removed_message_leaves_the_results(fixture_kb, nlp_model) -> None:  # noqa: F811
+def test_a_removed_message_leaves_the_results(fixture_kb, nlp_model) -> None:
     kb, conn = fixture_kb
     _run(kb, conn, nlp_model)
     # the office-move thread (m6, m7) disappears: Lena wrote nothing else
@@ -166,7 +160,7 @@ def test_a_removed_message_leaves_the_results(fixture_kb, nlp_model) -> None:  #
                         ("lena.fischer@acme-widgets.com",)).fetchone()[0] == 1
 
 
-def test_cli_commands_json(fixture_kb, nlp_model) -> None:  # noqa: F811
+def test_cli_commands_json(fixture_kb, nlp_model) -> None:
     from typer.testing import CliRunner
 
     from grex.cli import app
