@@ -55,7 +55,7 @@ _HEADER_LINE = re.compile(
 )
 _ANGLE = re.compile(r"<[^<>\n]*>?|\([^()\n]*\)|\[[^\[\]\n]*\]|[\"']")
 EMAIL_RE = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9][\w.+'-]*@[A-Za-z0-9-]+(?:\s?\.\s?[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+    r"(?<![\w.+-])[A-Za-z0-9][\w.+'-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
 )
 _WORD = re.compile(r"[^\W\d_][\w'.-]*", re.UNICODE)
 
