@@ -181,3 +181,25 @@ def test_cli_commands_json(fixture_kb, nlp_model) -> None:
     assert ranked[0]["addr"] == "raj.patel@acme-widgets.com"
     refit = runner.invoke(app, [*base, "topics", "--refit", "--json"])
     assert refit.exit_code == 0 and json.loads(refit.stdout)
+
+
+def test_a_text_spacy_cannot_handle_is_recorded_not_fatal(fixture_kb, nlp_model,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import grex.extract.analyze as analyze_mod
+    from grex.errors import NLPError
+
+    kb, conn = fixture_kb
+    add_fixture_mails(kb, conn, [dict(subject="Broken", sender=KERRY, to=LENA,
+                                      body="POISON text that the model chokes on")], offset=70)
+    real = analyze_mod.analyze_texts
+
+    def picky(nlp, items, **kw):  # type: ignore[no-untyped-def]
+        if any("POISON" in text for text, _ in items):
+            raise NLPError("spaCy failed on a batch")
+        return real(nlp, items, **kw)
+
+    monkeypatch.setattr(analyze_mod, "analyze_texts", picky)
+    report = _run(kb, conn, nlp_model)
+    assert report.messages_computed == 11
+    assert len(report.errors) == 1 and "m70@fixture.example" in report.errors[0]
+    assert conn.execute("SELECT COUNT(*) FROM extract_messages").fetchone()[0] == 11

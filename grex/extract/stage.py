@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from grex import store
+from grex.errors import NLPError
 from grex.extract import topics as topics_mod
 from grex.extract.names import NOT_NAMES, name_from_address, name_words
 from grex.extract.records import (
@@ -182,11 +183,24 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
     max_chars = getattr(nlp_cfg, "max_chars", 20_000) or 20_000
     truncated = 0
     done = 0
+    errors: list[str] = []
     for lo in range(0, len(todo), CHUNK):
         part = todo[lo:lo + CHUNK]
         items = [(m.body.new, seeds_of(m)) for m in part]
-        results = list(analyze_texts(nlp, items, n_process=n_process, batch_size=batch_size,
-                                     max_chars=max_chars))
+        try:
+            results = list(analyze_texts(nlp, items, n_process=n_process,
+                                         batch_size=batch_size, max_chars=max_chars))
+        except NLPError:
+            # one bad text must not stop the stage: redo the chunk one by one and record
+            # the texts spaCy can't handle with empty results (they are retried by --all)
+            results = []
+            for m, item in zip(part, items, strict=True):
+                try:
+                    results.extend(analyze_texts(nlp, [item], n_process=1,
+                                                 max_chars=max_chars))
+                except NLPError as exc:
+                    errors.append(f"{m.message_id}: {exc}")
+                    results.append(TextAnalysis((), (), 0, 0, False))
         now = time.time()
         with store.transaction(conn):
             conn.executemany(
@@ -237,7 +251,7 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
         messages_seen=len(candidates), messages_computed=done, messages_unchanged=unchanged,
         messages_deleted=len(deleted_msgs), threads_updated=len(live), truncated=truncated,
         topics_refit=refitted, topics=model.k if model else 0, people=people,
-        model=info.describe())
+        model=info.describe(), errors=tuple(errors))
 
 
 def refit_topics(kb: store.KB, conn: sqlite3.Connection, config: Any = None) -> int:
