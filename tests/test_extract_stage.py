@@ -9,7 +9,14 @@ import pytest
 
 from grex import store
 from grex.config import load_config
-from grex.extract import list_entities, list_topics, run_extract, thread_knowledge, who
+from grex.extract import (
+    list_entities,
+    list_people,
+    list_topics,
+    run_extract,
+    thread_knowledge,
+    who,
+)
 from tests.fixtures_extract import KERRY, LENA, add_fixture_mails
 
 pytestmark = pytest.mark.nlp
@@ -86,6 +93,13 @@ def test_quoted_text_does_not_make_an_expert(fixture_kb, nlp_model) -> None:
     # Raj only quoted "reporting database"; Kerry wrote it
     ranked = [p.addr for p in who(kb, conn, "reporting database")]
     assert ranked[0] == "kerry.mcguire@acme-widgets.com"
+    people = {p["addr"]: p for p in list_people(conn)}
+    kerry = people["kerry.mcguire@acme-widgets.com"]
+    assert kerry["messages"] == 3 and kerry["threads"] == 5 and kerry["topics"]
+    # the words counted are the new text only: Raj's reply quotes Kerry but counts less
+    raj_words = conn.execute("SELECT words FROM extract_messages WHERE message_id = ?",
+                             ("m1@fixture.example",)).fetchone()[0]
+    assert raj_words < 30
 
 
 def test_cli_analyze_plain_text_offsets(tmp_path: Path, nlp_model) -> None:
@@ -179,6 +193,8 @@ def test_cli_commands_json(fixture_kb, nlp_model) -> None:
     ranked = json.loads(runner.invoke(app, [*base, "who", "docker build cache",
                                             "--json"]).stdout)
     assert ranked[0]["addr"] == "raj.patel@acme-widgets.com"
+    assert {w["addr"] for w in ranked[0]["works_with"]} == {"kerry.mcguire@acme-widgets.com",
+                                                            "lena.fischer@acme-widgets.com"}
     refit = runner.invoke(app, [*base, "topics", "--refit", "--json"])
     assert refit.exit_code == 0 and json.loads(refit.stdout)
 

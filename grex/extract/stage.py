@@ -657,3 +657,21 @@ def analysis_json(text: str, a: TextAnalysis, limit: int = 10) -> dict[str, Any]
     return {"entities": [{"text": e.text, "label": e.label, "start": e.start, "end": e.end}
                          for e in a.entities],
             "keyphrases": chosen, "truncated": a.truncated}
+
+
+def list_people(conn: sqlite3.Connection, limit: int = 1000) -> list[dict[str, Any]]:
+    """Everyone in the KB with threads, messages written, words of new text, the topics they
+    write about (weighted by their new text) and the people they work with most."""
+    if not _has_schema(conn):
+        return []
+    labels = _topic_labels(conn)
+    out = []
+    for addr, name, threads, messages, words, tj, cj in conn.execute(
+            "SELECT addr, name, threads, messages, words, topics_json, coworkers_json FROM "
+            "extract_people ORDER BY messages DESC, threads DESC, addr LIMIT ?", (limit,)):
+        out.append({"addr": addr, "name": name, "threads": threads, "messages": messages,
+                    "words": words,
+                    "topics": [{"id": t, "label": labels.get(t, ""), "weight": w}
+                               for t, w in json.loads(tj)],
+                    "works_with": [{"addr": a, "threads": n} for a, n in json.loads(cj)]})
+    return out
