@@ -80,3 +80,9 @@ def test_patches_are_not_read_as_prose(nlp_model) -> None:
     assert ("Carl Worth", "PERSON") in {(e.text, e.label) for e in a.entities}
     for e in a.entities:
         assert text[e.start:e.end] == e.text
+
+
+def test_money_keeps_its_currency_sign(nlp_model) -> None:
+    text = "The budget review moves to Boston next week. Spend is $40,000 in total."
+    money = [e.text for e in analyze_text(nlp_model, text).entities if e.label == "MONEY"]
+    assert money == ["$40,000"]

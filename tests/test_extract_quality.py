@@ -1,7 +1,7 @@
 """Quality floors on the shared corpora, a little under what scripts/eval_nlp.py measures.
 
 Skipped when ../shared/corpora is absent. Measured (scripts/eval_nlp.py, all 36 threads):
-PER P 0.943 R 0.932 F1 0.937; ORG F1 0.520; LOC F1 0.587 (plain en_core_web_sm: PER P 0.941
+PER P 0.943 R 0.932 F1 0.937; ORG F1 0.534; LOC F1 0.587 (plain en_core_web_sm: PER P 0.941
 F1 0.841, ORG 0.368, LOC 0.291). Topics: NMI 0.605
 on the seed-42 sample (NMF(20) on raw posts 0.38).
 """

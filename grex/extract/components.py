@@ -226,7 +226,8 @@ class GrexPost:
             if "\n" in doc[i].text_with_ws and i + 1 < end:
                 end = i + 1
                 break
-        while start < end and (doc[start].is_punct or doc[start].is_space
+        while start < end and (doc[start].is_punct and not doc[start].is_currency
+                               or doc[start].is_space
                                or doc[start].lower_ in NOT_NAMES and label in _NAME_LABELS):
             start += 1
         while end > start and (doc[end - 1].is_punct and doc[end - 1].text not in (".",)
@@ -234,6 +235,8 @@ class GrexPost:
             end -= 1
         if end <= start:
             return None
+        if label == "MONEY" and start > 0 and doc[start - 1].is_currency:
+            start -= 1  # the model leaves the sign out: "$" + "40,000"
         toks = doc[start:end]
         words = [t.lower_.strip(".") for t in toks if t.is_alpha or t.text.rstrip(".").isalpha()]
         if label == "DATE":
