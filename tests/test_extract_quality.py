@@ -51,3 +51,31 @@ def test_topic_nmi_floor() -> None:
     model = topics.fit(docs, k=20)
     strongest = [a[0][0] if a else -1 for a in model.assign(docs)]
     assert normalized_mutual_info_score([g for _, g, _ in rows], strongest) >= 0.58
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["spamassassin-testdata", "mailparser-testmails",
+                                  "cpython-email-testdata"])
+def test_odd_real_mail_analyses_cleanly(nlp_model, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Charsets, HTML-only mail, broken MIME: every parsable message gets an analysis whose
+    offsets point into its new text (the run must not stop on any of them)."""
+    from grex.errors import GrexError
+    from grex.extract.analyze import analyze_texts
+    from grex.extract.records import Seeds
+    from grex.parse import parse_message
+
+    root = corpus_or_skip(name) / name
+    texts = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.stat().st_size < 2e6):
+        try:
+            m = parse_message(path.read_bytes())
+        except GrexError:
+            continue
+        texts.append((m.body.new, Seeds(tuple(a.name for a in m.participants if a.name),
+                                        tuple(a.addr for a in m.participants if a.addr))))
+    assert len(texts) >= 10
+    results = list(analyze_texts(nlp_model, texts, n_process=1))
+    assert len(results) == len(texts)
+    for (text, _), a in zip(texts, results, strict=True):
+        for e in a.entities:
+            assert text[e.start:e.end] == e.text

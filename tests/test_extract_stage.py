@@ -219,3 +219,16 @@ def test_a_text_spacy_cannot_handle_is_recorded_not_fatal(fixture_kb, nlp_model,
     assert report.messages_computed == 11
     assert len(report.errors) == 1 and "m70@fixture.example" in report.errors[0]
     assert conn.execute("SELECT COUNT(*) FROM extract_messages").fetchone()[0] == 11
+
+
+def test_topics_are_refitted_once_the_kb_has_grown(fixture_kb, nlp_model) -> None:
+    kb, conn = fixture_kb
+    assert _run(kb, conn, nlp_model).topics_refit
+    subjects = ["database replication", "docker build", "office lease"]
+    add_fixture_mails(kb, conn, [
+        dict(subject=f"{subjects[i % 3]} note {i}", sender=KERRY, to=LENA,
+             body=f"Short note {i} about the {subjects[i % 3]} work this week.")
+        for i in range(21)], offset=100)
+    report = _run(kb, conn, nlp_model)
+    assert report.messages_computed == 21 and report.topics_refit
+    assert _run(kb, conn, nlp_model).topics_refit is False

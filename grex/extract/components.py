@@ -24,6 +24,7 @@ from typing import Any
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc, Span
+from spacy.util import filter_spans
 
 from grex.extract.names import (
     EMAIL_RE,
@@ -235,7 +236,8 @@ class GrexPost:
             end -= 1
         if end <= start:
             return None
-        if label == "MONEY" and start > 0 and doc[start - 1].is_currency:
+        if label == "MONEY" and start > 0 and doc[start - 1].is_currency \
+                and not doc[start - 1].ent_type_:
             start -= 1  # the model leaves the sign out: "$" + "40,000"
         toks = doc[start:end]
         words = [t.lower_.strip(".") for t in toks if t.is_alpha or t.text.rstrip(".").isalpha()]
@@ -307,6 +309,6 @@ class GrexPost:
             span = self._clean(ent)
             if span is not None:
                 keep.append(span)
-        keep = self._propagate(doc, keep)
+        keep = filter_spans(self._propagate(doc, keep))  # never two entities on one token
         doc.set_ents(keep, default="outside")
         return doc

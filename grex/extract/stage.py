@@ -39,6 +39,7 @@ from grex.models import Address, Message
 
 CURSOR = "extract"
 CHUNK = 500  # messages per NLP call and per commit
+REFIT_MIN_GROWTH = 20  # threads: refit the topics when the KB doubled and grew by this many
 MIGRATIONS = [
     """
     CREATE TABLE extract_messages (
@@ -229,6 +230,12 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
     # topics: fit when there is no model (or asked), else assign the touched threads
     models_dir = kb.models_dir
     model = None if (all or refit) else topics_mod.load(models_dir)
+    if model is not None:
+        # a model fitted on a small KB is refitted once the KB has doubled (new threads are
+        # otherwise only assigned to the topics there are)
+        n_threads = conn.execute("SELECT COUNT(*) FROM threads").fetchone()[0]
+        if n_threads >= max(2 * model.n_threads, model.n_threads + REFIT_MIN_GROWTH):
+            model = None
     refitted = False
     if model is None:
         model = _fit_topics(conn, models_dir)
