@@ -205,6 +205,9 @@ class GrexRules:
 
 _FILE_NAME = re.compile(r"\.\s?(?:docx?|xlsx?|pptx?|pdf|txt|zip|csv|jpe?g|png|gif|html?)\b",
                         re.IGNORECASE)
+# Head nouns of documents, requests and meetings: an "organisation" ending in one of these is
+# a title ("Operations & Maintenance Agreement", "Contract Review").
+_DOCUMENT_HEADS = frozenset(["proposal", "proposals", "agreement", "agreements", "application", "applications", "request", "requests", "review", "reviews", "report", "reports", "update", "updates", "meeting", "meetings", "schedule", "schedules", "migration", "presentation", "memo", "draft", "plan", "plans", "training", "timeframes", "timeline", "letter", "letters", "contract", "contracts", "invoice", "invoices", "minutes", "agenda", "summary", "form", "forms", "spreadsheet", "checklist"])
 _TIME_ZONES = frozenset((
     "UTC", "GMT", "BST", "CET", "CEST", "EET", "PST", "PDT", "MST", "MDT", "CST", "CDT",
     "EST", "EDT", "AST", "HST", "AKST", "AKDT", "IST", "JST", "AEST",
@@ -262,6 +265,8 @@ class GrexPost:
                 return None  # addresses (also Lotus Notes "Name/HOU/ECT@ECT") are not names
             if _FILE_NAME.search(toks.text):
                 return None
+            if label == "ORG" and len(toks) > 1 and toks[-1].lower_ in _DOCUMENT_HEADS:
+                return None  # "Letter Proposal", "BCAP Application": a document, not a body
         if (start, end) == (span.start, span.end):
             return span
         return Span(doc, start, end, label=label)
