@@ -207,7 +207,14 @@ _FILE_NAME = re.compile(r"\.\s?(?:docx?|xlsx?|pptx?|pdf|txt|zip|csv|jpe?g|png|gi
                         re.IGNORECASE)
 # Head nouns of documents, requests and meetings: an "organisation" ending in one of these is
 # a title ("Operations & Maintenance Agreement", "Contract Review").
-_DOCUMENT_HEADS = frozenset(["proposal", "proposals", "agreement", "agreements", "application", "applications", "request", "requests", "review", "reviews", "report", "reports", "update", "updates", "meeting", "meetings", "schedule", "schedules", "migration", "presentation", "memo", "draft", "plan", "plans", "training", "timeframes", "timeline", "letter", "letters", "contract", "contracts", "invoice", "invoices", "minutes", "agenda", "summary", "form", "forms", "spreadsheet", "checklist"])
+_DOCUMENT_HEADS = frozenset((
+    "proposal", "proposals", "agreement", "agreements", "application", "applications",
+    "request", "requests", "review", "reviews", "report", "reports", "update", "updates",
+    "meeting", "meetings", "schedule", "schedules", "migration", "presentation", "memo",
+    "draft", "plan", "plans", "training", "timeframes", "timeline", "letter", "letters",
+    "contract", "contracts", "invoice", "invoices", "minutes", "agenda", "summary", "form",
+    "forms", "spreadsheet", "checklist",
+))
 _TIME_ZONES = frozenset((
     "UTC", "GMT", "BST", "CET", "CEST", "EET", "PST", "PDT", "MST", "MDT", "CST", "CDT",
     "EST", "EDT", "AST", "HST", "AKST", "AKDT", "IST", "JST", "AEST",
