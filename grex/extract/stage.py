@@ -396,19 +396,22 @@ def thread_keyphrases(conn: sqlite3.Connection, tid: str, limit: int = 10,
         score = (1 + math.log(tf)) * idf * (1 + 0.5 * (nw - 1))
         if nw == 1 and tf < 2 and n > 20:
             score *= 0.5
-        scored.append((score, key, text))
+        # a lone word said once ("signed", "ready") reads badly: it only fills up to five
+        strong = nw > 1 or tf > 1 or text[:1].isupper()
+        scored.append((score, key, text, strong))
     scored.sort(reverse=True)
     out: list[Keyphrase] = []
     chosen: list[str] = []
-    for score, key, text in scored:
-        if score <= 0:
-            break
-        if any(key in c.split() or f" {key} " in f" {c} " or c in key for c in chosen):
-            continue
-        chosen.append(key)
-        out.append(Keyphrase(text, round(score, 3)))
-        if len(out) >= limit:
-            break
+    for want_strong in (True, False):
+        for score, key, text, strong in scored:
+            if score <= 0 or len(out) >= (limit if want_strong else 5):
+                break
+            if strong != want_strong or key in chosen:
+                continue
+            if any(key in c.split() or f" {key} " in f" {c} " or c in key for c in chosen):
+                continue
+            chosen.append(key)
+            out.append(Keyphrase(text, round(score, 3)))
     return out
 
 
