@@ -39,6 +39,7 @@ from grex.extract.names import (
 )
 
 SEEDS_KEY = "grex_seeds"
+TEXT_KEY = "grex_text"  # the doc's text as given to make_doc (saves rebuilding Doc.text)
 RULED_KEY = "grex_ruled"  # (start, end) token spans set by the rules, not by NER
 RULE_LABELS = ("EMAIL", "URL", "PHONE", "TICKET")
 _URL_RE = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
@@ -77,9 +78,8 @@ class GrexRules:
                 self.gazetteer.add(label, [nlp.make_doc(f) for f in sorted(forms)])
 
     # -- spans from the three sources -------------------------------------------------
-    def _regex_spans(self, doc: Doc) -> list[Span]:
+    def _regex_spans(self, doc: Doc, text: str) -> list[Span]:
         out: list[Span] = []
-        text = doc.text
         for label, rx in (("EMAIL", EMAIL_RE), ("URL", _URL_RE), ("PHONE", _PHONE_RE),
                           ("TICKET", _TICKET_RE)):
             for m in rx.finditer(text):
@@ -91,14 +91,14 @@ class GrexRules:
                     out.append(span)
         return out
 
-    def _seed_spans(self, doc: Doc) -> list[tuple[str, Span]]:
+    def _seed_spans(self, doc: Doc, text: str) -> list[tuple[str, Span]]:
         raw: dict[str, Any] = doc.user_data.get(SEEDS_KEY) or {}
         names = list(raw.get("names") or ())
         addrs = [normalise_email(a) for a in raw.get("addresses") or ()]
-        hn, ha = header_names(doc.text)
+        hn, ha = header_names(text)
         names += hn
         addrs += ha
-        addrs += [normalise_email(a) for a in EMAIL_RE.findall(doc.text)]
+        addrs += [normalise_email(a) for a in EMAIL_RE.findall(text)]
         names += [n for n in (name_from_address(a) for a in addrs) if n]
 
         seqs: dict[tuple[str, ...], str] = {}
@@ -131,7 +131,20 @@ class GrexRules:
             lst.sort(key=len, reverse=True)
         out: list[tuple[str, Span]] = []
         n = len(doc)
-        for i, tok in enumerate(doc):
+        words = set(by_first) | set(singles) | set(orgs)
+        if not words:
+            return out
+        # visit only the tokens that can start a match (found by one regex over the text)
+        finder = re.compile(r"(?<!\w)(?:" + "|".join(
+            re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")(?!\w)",
+            re.IGNORECASE)
+        starts = []
+        for m in finder.finditer(text):
+            sp = doc.char_span(m.start(), m.end())
+            if sp is not None and len(sp) == 1:
+                starts.append(sp.start)
+        for i in starts:
+            tok = doc[i]
             low = tok.lower_
             matched = False
             for seq in by_first.get(low, ()):
@@ -183,9 +196,11 @@ class GrexRules:
 
     def __call__(self, doc: Doc) -> Doc:
         cands: list[tuple[int, int, Span]] = []
-        for span in self._regex_spans(doc):
+        # Doc.text joins every token: use the text the doc was made from when it came along
+        text = doc.user_data.get(TEXT_KEY) or doc.text
+        for span in self._regex_spans(doc, text):
             cands.append((_PRIORITY["rule"], -len(span), span))
-        for kind, span in self._seed_spans(doc):
+        for kind, span in self._seed_spans(doc, text):
             cands.append((_PRIORITY[kind], -len(span), span))
         for span in self._gazetteer_spans(doc):
             cands.append((_PRIORITY["gazetteer"], -len(span), span))
@@ -279,7 +294,7 @@ class GrexPost:
         return Span(doc, start, end, label=label)
 
     @staticmethod
-    def _propagate(doc: Doc, spans: list[Span]) -> list[Span]:
+    def _propagate(doc: Doc, spans: list[Span], text: str) -> list[Span]:
         """One sense per text: a name tagged ORG/GPE/... once is tagged so wherever else it
         appears untagged in the same text (NER misses repeats in odd contexts)."""
         names: dict[tuple[str, ...], str] = {}
@@ -299,18 +314,21 @@ class GrexPost:
         for key in sorted(names, key=len, reverse=True):
             by_first.setdefault(key[0], []).append(key)
         extra: list[Span] = []
-        i = 0
-        while i < len(doc):
+        finder = re.compile(r"(?<!\w)(?:" + "|".join(
+            re.escape(w) for w in sorted(by_first, key=len, reverse=True)) + r")(?!\w)")
+        n = len(doc)
+        for m in finder.finditer(text):
+            first = doc.char_span(m.start(), m.end())
+            if first is None or len(first) != 1:
+                continue
+            i = first.start
             for key in by_first.get(doc[i].text, ()):
                 j = i + len(key)
-                if j <= len(doc) and not any(taken[i:j]) and \
-                        tuple(t.text for t in doc[i:j]) == key:
+                if j <= n and not any(taken[i:j]) and tuple(t.text for t in doc[i:j]) == key:
                     extra.append(Span(doc, i, j, label=names[key]))
                     for k in range(i, j):
                         taken[k] = True
-                    i = j - 1
                     break
-            i += 1
         return sorted(spans + extra, key=lambda s: s.start)
 
     def __call__(self, doc: Doc) -> Doc:
@@ -321,6 +339,7 @@ class GrexPost:
             span = self._clean(ent)
             if span is not None:
                 keep.append(span)
-        keep = filter_spans(self._propagate(doc, keep))  # never two entities on one token
+        text = doc.user_data.get(TEXT_KEY) or doc.text
+        keep = filter_spans(self._propagate(doc, keep, text))  # never two entities on one token
         doc.set_ents(keep, default="outside")
         return doc
