@@ -81,7 +81,8 @@ def main() -> None:
     nlp, info = load_model()
     print(f"model: {info.describe()}; grex pipeline: {', '.join(info.pipeline)}")
     list(analyze_texts(nlp, items[:50], n_process=1))  # warm up
-    results = {}
+    results: dict[int, float] = {}
+    cpus: dict[int, float] = {}
     for procs in (1, 2):
         c0 = _cpu()
         t = time.perf_counter()
@@ -89,6 +90,7 @@ def main() -> None:
         dt = time.perf_counter() - t
         cpu = _cpu() - c0
         results[procs] = dt
+        cpus[procs] = cpu
         print(f"grex extraction, n_process={procs}: {len(items) / dt:7.1f} msg/s "
               f"{words / dt:9.0f} words/s  ({dt:.1f} s wall, {cpu:.1f} s CPU: "
               f"{len(items) / cpu:.1f} msg per CPU-second)")
@@ -115,10 +117,12 @@ def main() -> None:
         for _ in full.pipe(texts, batch_size=64):
             pass
         dt = time.perf_counter() - t
+        full_cpu = _cpu() - c0
         print(f"plain nlp.pipe, full default pipeline, 1 process: {len(items) / dt:7.1f} msg/s "
-              f"{words / dt:9.0f} words/s  ({dt:.1f} s wall, {_cpu() - c0:.1f} s CPU)")
+              f"{words / dt:9.0f} words/s  ({dt:.1f} s wall, {full_cpu:.1f} s CPU)")
         for procs, d in results.items():
-            print(f"  ratio grex n_process={procs} / plain full: {dt / d:.2f}x")
+            print(f"  ratio grex n_process={procs} / plain full: {dt / d:.2f}x wall, "
+                  f"{full_cpu / cpus[procs]:.2f}x per CPU-second")
     # memory: one long single-process run, RSS after each step
     mem_items = [(t, Seeds(n, a)) for t, n, a in posts[:max(steps)]]
     print(f"memory (one process, {len(mem_items)} posts, chunks of 2000 in memory zones):")
