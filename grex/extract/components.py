@@ -230,6 +230,9 @@ _DOCUMENT_HEADS = frozenset((
     "contract", "contracts", "invoice", "invoices", "minutes", "agenda", "summary", "form",
     "forms", "spreadsheet", "checklist",
 ))
+_STREET_WORDS = frozenset(("street", "st", "avenue", "ave", "boulevard", "blvd", "road", "rd",
+                           "parkway", "pkwy", "drive", "dr", "lane", "ln", "highway", "hwy",
+                           "plaza", "square", "freeway", "expressway", "box"))
 _TIME_ZONES = frozenset((
     "UTC", "GMT", "BST", "CET", "CEST", "EET", "PST", "PDT", "MST", "MDT", "CST", "CDT",
     "EST", "EDT", "AST", "HST", "AKST", "AKDT", "IST", "JST", "AEST",
@@ -289,6 +292,12 @@ class GrexPost:
                 return None
             if label == "ORG" and len(toks) > 1 and toks[-1].lower_ in _DOCUMENT_HEADS:
                 return None  # "Letter Proposal", "BCAP Application": a document, not a body
+        if label in ("PERSON", "ORG", "GPE"):  # "Allen Parkway", "Smith Street": a place
+            if end < len(doc) and doc[end].lower_.rstrip(".") in _STREET_WORDS \
+                    and doc[end].is_title and not doc[end].ent_type_:
+                return Span(doc, start, end + 1, label="FAC")
+            if end - start > 1 and doc[end - 1].lower_.rstrip(".") in _STREET_WORDS:
+                return Span(doc, start, end, label="FAC")
         if (start, end) == (span.start, span.end):
             return span
         return Span(doc, start, end, label=label)

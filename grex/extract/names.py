@@ -36,7 +36,8 @@ RELATIVE_DAYS = _words("""
 # Header field names and mail words that NER likes to call PERSON or ORG.
 MAIL_WORDS = _words("""
     from to cc bcc subject sent date forwarded original message reply importance
-    attachment attachments attached email e-mail mail inbox outlook
+    attachment attachments attached email e-mail mail inbox outlook draft suite asap urgent
+    confidential
 """)
 GENERIC_DOMAINS = _words("""
     gmail googlemail yahoo hotmail outlook live msn aol icloud me mac mail email gmx web
