@@ -1,7 +1,7 @@
 """Quality floors on the shared corpora, a little under what scripts/eval_nlp.py measures.
 
 Skipped when ../shared/corpora is absent. Measured (scripts/eval_nlp.py, all 36 threads):
-PER P 0.940 R 0.932 F1 0.936; ORG F1 0.536; LOC F1 0.624 (plain en_core_web_sm: PER P 0.941
+PER P 0.951 R 0.932 F1 0.941; ORG F1 0.537; LOC F1 0.634 (plain en_core_web_sm: PER P 0.941
 F1 0.841, ORG 0.368, LOC 0.291). Topics: NMI 0.605
 on the seed-42 sample (NMF(20) on raw posts 0.38).
 """
@@ -27,12 +27,12 @@ def entity_scores(nlp_model):  # type: ignore[no-untyped-def]
 def test_person_floor_without_losing_precision(entity_scores) -> None:  # type: ignore[no-untyped-def]
     per = entity_scores["PER"]
     assert per.f1 >= 0.92
-    assert per.precision >= 0.93  # plain en_core_web_sm: 0.941
+    assert per.precision >= 0.94  # plain en_core_web_sm: 0.941
 
 
 def test_org_and_loc_floors(entity_scores) -> None:  # type: ignore[no-untyped-def]
     assert entity_scores["ORG"].f1 >= 0.50
-    assert entity_scores["LOC"].f1 >= 0.58
+    assert entity_scores["LOC"].f1 >= 0.60
 
 
 @pytest.mark.slow
