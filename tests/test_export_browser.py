@@ -8,10 +8,10 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from tests.fixtures_export import HOSTILE_ID, CountingServer, corpus
 
 from grex import store
 from grex.export.text import thread_slug
+from tests.fixtures_export import HOSTILE_ID, CountingServer, corpus
 
 pytestmark = [pytest.mark.browser, pytest.mark.corpus]
 

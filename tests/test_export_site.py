@@ -15,7 +15,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from tests.fixtures_export import HOSTILE_ATTACHMENT, HOSTILE_ID, corpus
 
 from grex import pipeline, store
 from grex.config import load_config
@@ -31,6 +30,7 @@ from grex.export.text import (
     thread_slug,
     tokens,
 )
+from tests.fixtures_export import HOSTILE_ATTACHMENT, HOSTILE_ID, corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
