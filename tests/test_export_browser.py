@@ -11,7 +11,8 @@ import pytest
 
 from grex import store
 from grex.export.text import thread_slug
-from tests.fixtures_export import HOSTILE_ID, CountingServer, corpus
+from tests.corpora import corpus
+from tests.fixtures_export import HOSTILE_ID, CountingServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.corpus, pytest.mark.nlp]
 

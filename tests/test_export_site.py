@@ -31,7 +31,8 @@ from grex.export.text import (
     thread_slug,
     tokens,
 )
-from tests.fixtures_export import HOSTILE_ATTACHMENT, HOSTILE_ID, corpus
+from tests.corpora import corpus
+from tests.fixtures_export import HOSTILE_ATTACHMENT, HOSTILE_ID
 
 REPO = Path(__file__).resolve().parents[1]
 
