@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("GREX_DEBUG") == "1"
     try:
-        app(args=args, prog_name="grex", standalone_mode=False)
+        # without standalone mode a typer.Exit(n) comes back as a return value
+        rc = app(args=args, prog_name="grex", standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except GrexError as e:
         if debug:
             raise
