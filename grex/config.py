@@ -288,7 +288,8 @@ def load_config(
                     f"{where}: accounts[{i}].password: passwords are never kept in the file",
                     hint="use password_command or GREX_IMAP_PASSWORD",
                 )
-    env_account = {field_: env[k] for k, field_ in _ENV_ACCOUNT.items() if env.get(k)}
+    env_account = {field_: env[k] for k, field_ in _ENV_ACCOUNT.items()
+                   if env.get(k) or (k == "GREX_IMAP_SHARE_KEYWORD" and k in env)}
     if env_account and len(accounts_raw) <= 1:
         base = dict(accounts_raw[0]) if accounts_raw else {"name": "env"}
         base.update(env_account)

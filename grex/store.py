@@ -602,6 +602,20 @@ def _existing_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
     return out
 
 
+def update_location_keywords(conn: sqlite3.Connection, message_id: str, source: str,
+                             keywords: Sequence[str]) -> bool:
+    """Record a copy's current keywords (IMAP keywords / Gmail labels changed on the
+    server). The message is re-announced on the change feed so the index's labels follow.
+    Returns whether anything changed. Runs inside the caller's transaction, if any."""
+    new = json.dumps(list(keywords))
+    with transaction(conn):
+        cur = conn.execute("UPDATE locations SET keywords_json = ? WHERE message_id = ? AND "
+                           "source = ? AND keywords_json != ?", (new, message_id, source, new))
+        if cur.rowcount:
+            log_change(conn, "message", message_id, "upsert")
+    return bool(cur.rowcount)
+
+
 def has_location(conn: sqlite3.Connection, source: str, content_hash: str) -> bool:
     """Was this exact copy (source + bytes) recorded already? Lets importers skip parsing."""
     return conn.execute("SELECT 1 FROM locations WHERE source = ? AND content_hash = ?",

@@ -732,6 +732,7 @@ def _refresh_keywords(conn: Any, client: Any, sel: _Selector, account: Account,
             resp.update(client.fetch(uids[at:at + HEADER_BATCH], items,
                                      modifiers=[f"CHANGEDSINCE {int(st['highestmodseq'])}"]))
         updates = []
+        located: list[tuple[str, list[str]]] = []
         for uid, data in resp.items():
             r = held.get(int(uid))
             if r is None:
@@ -740,11 +741,15 @@ def _refresh_keywords(conn: Any, client: Any, sel: _Selector, account: Account,
             kws += [_text(x) for x in data.get(b"X-GM-LABELS", ())]
             if json.dumps(kws) != r["keywords"]:
                 updates.append((json.dumps(kws), account.name, f, r["uidvalidity"], r["uid"]))
+                located.append((r["message_id"], kws))
         changed += len(updates)
         if updates and not dry_run:
+            source = location_source(account.name, f)
             with store.transaction(conn):
                 conn.executemany("UPDATE sync_message SET keywords = ? WHERE account = ? AND "
                                  "folder = ? AND uidvalidity = ? AND uid = ?", updates)
+                for mid, kws in located:  # the catalog's copy, so `label:` searches follow
+                    store.update_location_keywords(conn, mid, source, kws)
     return changed
 
 

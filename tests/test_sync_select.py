@@ -222,4 +222,9 @@ def test_keyword_changes_on_held_messages_are_tracked_with_condstore(imap_user, 
     conn.close()
     assert set(json.loads(kws[r1])) == {"urgent", "$label1"}
     assert json.loads(kws[root]) == ["grex-share"] and json.loads(kws[r2]) == []
+    # the catalog's copy follows, so the index's `label:` field does too
+    conn = sqlite3.connect(kb / "catalog.sqlite")
+    loc = dict(conn.execute("SELECT message_id, keywords_json FROM locations"))
+    conn.close()
+    assert set(json.loads(loc[r1])) == {"urgent", "$label1"}
     assert run_sync(kb).total("updated") == 0
