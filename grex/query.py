@@ -453,18 +453,34 @@ class _Translator:
             return wq.Every()
         if isinstance(node, DateSpan):
             return wq.DateRange("date", _naive(node.start), _naive(node.end))
+        # Negation is always "X AND NOT Y" (AndNot): a bare Whoosh Not matches documents
+        # deleted since the last merge, i.e. unshared messages.
         if isinstance(node, Not):
             inner = self.tr(node.child, not positive)
-            return None if inner is None else wq.Not(inner)
-        if isinstance(node, And | Or):
+            return None if inner is None else wq.AndNot(wq.Every(), inner)
+        if isinstance(node, Or):
             parts = [p for p in (self.tr(c, positive) for c in node.children) if p is not None]
             if not parts:
                 return None
-            if len(parts) == 1:
-                return parts[0]
-            if isinstance(node, And):
-                return wq.And(parts)
-            return wq.Or(parts)
+            return parts[0] if len(parts) == 1 else wq.Or(parts)
+        if isinstance(node, And):
+            plus: list[wq.Query] = []
+            minus: list[wq.Query] = []
+            for child in node.children:
+                if isinstance(child, Not):
+                    inner = self.tr(child.child, not positive)
+                    if inner is not None:
+                        minus.append(inner)
+                else:
+                    part = self.tr(child, positive)
+                    if part is not None:
+                        plus.append(part)
+            if not plus and not minus:
+                return None
+            base = (wq.Every() if not plus else plus[0] if len(plus) == 1 else wq.And(plus))
+            if not minus:
+                return base
+            return wq.AndNot(base, minus[0] if len(minus) == 1 else wq.Or(minus))
         return self.word(node, positive)
 
     def word(self, w: Word, positive: bool) -> wq.Query | None:

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from whoosh import index as wix
 from whoosh import query as wq
+from whoosh.matching import FilterMatcher
 from whoosh.scoring import BM25F
 
 from grex.errors import IndexError_, QueryError
@@ -198,6 +199,89 @@ def with_index(kb: Any, fn: Callable[[_Open], T]) -> T:
                                   hint="run `grex reindex`") from exc
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------------------ doc sets
+
+
+def _leaf_ids(m: Any) -> Iterable[int]:
+    """All ids of a posting matcher, a block at a time for Whoosh's own leaf matcher (its
+    generic all_ids() costs three method calls per document)."""
+    if isinstance(m, FilterMatcher):  # deletions: subtracted by the caller
+        m = m.child
+    if type(m).__name__ == "W3LeafMatcher" and hasattr(m, "_read_ids"):
+        out: list[int] = []
+        try:
+            while m.is_active():
+                if m._ids is None:
+                    m._read_ids()
+                out.extend(m._ids[m._i:])
+                m._next_block()
+            return out
+        except AttributeError:  # another whoosh version: the generic way
+            pass
+    return list(m.all_ids())
+
+
+def _segment_docset(q: wq.Query, s: Any) -> set[int]:
+    """The segment-local documents matching ``q`` (deleted ones included)."""
+    r = s.reader()
+    if isinstance(q, wq.Term):
+        try:
+            btext = s.schema[q.fieldname].to_bytes(q.text)
+        except (KeyError, ValueError):
+            return set()
+        if (q.fieldname, btext) not in r:
+            return set()
+        return set(_leaf_ids(r.postings(q.fieldname, btext)))
+    if isinstance(q, wq.Or):
+        out: set[int] = set()
+        for sub in q.subqueries:
+            out |= _segment_docset(sub, s)
+        return out
+    if isinstance(q, wq.And):
+        negative = [sub.query for sub in q.subqueries if isinstance(sub, wq.Not)]
+        positive = [sub for sub in q.subqueries if not isinstance(sub, wq.Not)]
+        if not positive:
+            return set(range(r.doc_count_all())) - _segment_docset(wq.Or(negative), s)
+        parts = sorted((_segment_docset(sub, s) for sub in positive), key=len)
+        out = parts[0]
+        for p in parts[1:]:
+            if not out:
+                break
+            out &= p
+        for sub in negative:
+            if not out:
+                break
+            out -= _segment_docset(sub, s)
+        return out
+    if isinstance(q, wq.AndNot):
+        return _segment_docset(q.a, s) - _segment_docset(q.b, s)
+    if isinstance(q, wq.Not):
+        return set(range(r.doc_count_all())) - _segment_docset(q.query, s)
+    if isinstance(q, wq.Every):
+        return set(range(r.doc_count_all()))
+    if isinstance(q, wq.Prefix | wq.Wildcard | wq.NumericRange):
+        simple = q.simplify(r)
+        if isinstance(simple, wq.Or | wq.Term):
+            return _segment_docset(simple, s)
+        if isinstance(simple, type(wq.NullQuery)):
+            return set()
+    return set(q.docs(s))
+
+
+def docset(searcher: Any, q: wq.Query) -> list[int]:
+    """Global document numbers matching ``q``: the same set as
+    ``searcher.docs_for_query(q)``, computed with set operations over posting blocks."""
+    subs = searcher.subsearchers or [(searcher, 0)]
+    out: list[int] = []
+    for s, offset in subs:
+        ids = _segment_docset(q, s)
+        deleted = s.reader().deleted_docs_set if s.reader().has_deletions() else None
+        if deleted:
+            ids -= set(deleted)
+        out.extend(sorted(d + offset for d in ids) if offset else sorted(ids))
+    return out
 
 
 # --------------------------------------------------------------------------------- snippets
@@ -391,7 +475,7 @@ def _message_hits(s: Any, parsed: ParsedQuery, limit: int, offset: int,
             total_messages=0,
             sender=(stored.get("from", "") or "").split("\n")[0],
         ))
-    matched = list(s.docs_for_query(parsed.query)) if total else []
+    matched = docset(s, parsed.query) if total else []
     return total, hits, matched
 
 
@@ -422,7 +506,7 @@ def _thread_column(opened: _Open, docnums: list[int]) -> dict[int, str]:
 def _thread_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int, sort: str,
                  conn: Any) -> tuple[int, list[SearchHit], list[int]]:
     s = opened.searcher
-    matched = list(s.docs_for_query(parsed.query))
+    matched = docset(s, parsed.query)
     if not matched:
         return 0, [], []
     tid_of = _thread_column(opened, matched)
@@ -594,7 +678,7 @@ def _suggestion(s: Any, parsed: ParsedQuery, total: int, now: datetime | None,
         better = parse_query(text, now=now, resolve_thread=resolve)
     except QueryError:
         return None
-    if len(list(s.docs_for_query(better.query))) <= total:
+    if len(docset(s, better.query)) <= total:
         return None
     return text
 

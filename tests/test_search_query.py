@@ -236,3 +236,13 @@ def test_snippet_window_and_ellipses() -> None:
 def test_snippet_without_match_is_the_beginning() -> None:
     snippet, spans = snippet_for("Hello world. " * 40, frozenset({"absent"}), width=50)
     assert snippet.startswith("Hello world.") and spans == ()
+
+
+def test_negation_is_and_not_never_a_bare_not() -> None:
+    # a bare whoosh Not matches deleted (unshared) documents until a merge
+    q = parse_query("-draft", now=NOW).query
+    assert isinstance(q, wq.AndNot) and isinstance(q.a, wq.Every)
+    q = parse_query("budget -draft NOT memo", now=NOW).query
+    assert isinstance(q, wq.AndNot) and isinstance(q.b, wq.Or) and len(q.b.subqueries) == 2
+    q = parse_query("a OR NOT b", now=NOW).query
+    assert isinstance(q, wq.Or) and isinstance(q.subqueries[1], wq.AndNot)
