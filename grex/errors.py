@@ -14,7 +14,10 @@
     │   └── FolderError        a configured folder does not exist (exit 67)
     ├── NLPError               the spaCy model can't be loaded or run (exit 1)
     ├── QueryError             a search query can't be parsed (exit 2: a usage error)
-    └── IndexError_            the search index is missing or damaged (exit 1)
+    ├── IndexError_            the search index is missing or damaged (exit 1)
+    ├── ExportError            the HTML site can't be written (exit 73, EX_CANTCREAT)
+    ├── Interrupted            stopped by SIGTERM after finishing its batch (exit 143)
+    └── SchedulerError         crontab(1) missing or refusing the new table (exit 69)
 
 Third-party exceptions are wrapped where they enter grex, with a message that says what
 failed and what to do. The CLI catches GrexError in one place.
@@ -101,8 +104,26 @@ class IndexError_(GrexError):
     exit_code = 1
 
 
+class ExportError(GrexError):
+    """The site can't be written: output path not ours, another export running, disk."""
+
+    exit_code = 73
+
+
+class Interrupted(GrexError):
+    """Stopped by SIGTERM (or a second SIGINT) after finishing the current batch."""
+
+    exit_code = 143
+
+
+class SchedulerError(GrexError):
+    """crontab(1) is missing or refused the new table."""
+
+    exit_code = 69
+
+
 __all__ = [
-    "AuthError", "ConfigError", "ConnectError", "FolderError", "GrexError", "ImportSourceError",
-    "IndexError_", "KBError", "KBLocked", "KBNotFound", "NLPError", "ParseError", "QueryError",
-    "SyncError", "TLSError",
+    "AuthError", "ConfigError", "ConnectError", "ExportError", "FolderError", "GrexError",
+    "ImportSourceError", "IndexError_", "Interrupted", "KBError", "KBLocked", "KBNotFound",
+    "NLPError", "ParseError", "QueryError", "SchedulerError", "SyncError", "TLSError",
 ]

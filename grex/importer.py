@@ -10,9 +10,12 @@ nothing: a copy is keyed by where it was found plus the hash of its bytes.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import multiprocessing
 import os
 import re
 import sqlite3
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +26,7 @@ from grex.models import ImportReport, Location, Message, Quarantined, RawMessage
 from grex.parse import parse_message
 
 BATCH = 500
+POOL_THRESHOLD = 256  # fewer messages than this are parsed in-process
 _FROM_LINE = re.compile(rb"^From \S*.*$")
 _SKIP_DIRS = {"tmp", ".notmuch", ".git", "__pycache__"}
 
@@ -42,7 +46,7 @@ def iter_mbox(path: Path) -> Iterator[tuple[int, bytes]]:
     with path.open("rb") as f:
         for line in f:
             if line.startswith(b"From ") and prev_blank and _FROM_LINE.match(line.rstrip(b"\r\n")):
-                if index >= 0:
+                if index >= 0 and any(x.strip() for x in current):
                     yield index, _finish(current)
                 index += 1
                 current = []
@@ -57,7 +61,7 @@ def iter_mbox(path: Path) -> Iterator[tuple[int, bytes]]:
                 line = line[1:]
             current.append(line)
             prev_blank = line in (b"\n", b"\r\n")
-    if index >= 0:
+    if index >= 0 and any(x.strip() for x in current):
         yield index, _finish(current)
 
 
@@ -146,9 +150,43 @@ def parse_raw(raw: RawMessage) -> Message:
     return parse_message(raw.data, fallback_date=_mtime(raw.location.source))
 
 
+def _parse_job(raw: RawMessage) -> tuple[RawMessage, Message | None, str]:
+    try:
+        return raw, parse_raw(raw), ""
+    except ParseError as e:
+        return raw, None, str(e)
+
+
+def _parsed(raws: Iterable[RawMessage], workers: int
+            ) -> Iterator[tuple[RawMessage, Message | None, str]]:
+    """Parse in worker processes once there is enough to parse; in-process otherwise."""
+    it = iter(raws)
+    head = list(itertools.islice(it, POOL_THRESHOLD))
+    if workers <= 1 or len(head) < POOL_THRESHOLD:
+        yield from map(_parse_job, itertools.chain(head, it))
+        return
+    ctx = multiprocessing.get_context("fork" if sys.version_info < (3, 12) else "forkserver")
+    with ctx.Pool(workers) as pool:
+        yield from pool.imap(_parse_job, itertools.chain(head, it), chunksize=32)
+
+
+def default_workers() -> int:
+    """GREX_IMPORT_WORKERS, else the CPU count (at most 4)."""
+    env = os.environ.get("GREX_IMPORT_WORKERS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def import_messages(kb: store.KB, conn: sqlite3.Connection, raws: Iterable[RawMessage], *,
-                    subject_merge: bool = False, progress: Progress | None = None) -> ImportReport:
-    """Parse and save messages in batches; a bad message is quarantined, never fatal."""
+                    subject_merge: bool = False, progress: Progress | None = None,
+                    workers: int | None = None) -> ImportReport:
+    """Parse and save messages in batches; a bad message is quarantined, never fatal.
+
+    Copies already recorded (same source, same bytes) are skipped before parsing. Parsing
+    runs in ``workers`` processes (default: the CPU count, at most 4) for large imports;
+    saving stays in this process, one transaction per batch.
+    """
     seen = added = duplicates = unchanged = changed = merged = 0
     quarantined: list[Quarantined] = []
     batch: list[tuple[RawMessage, Message]] = []
@@ -167,18 +205,21 @@ def import_messages(kb: store.KB, conn: sqlite3.Connection, raws: Iterable[RawMe
             progress(len(batch))
         batch.clear()
 
-    for raw in raws:
-        seen += 1
-        digest = hashlib.sha256(raw.data).hexdigest()
-        if store.has_location(conn, raw.location.source, digest):
-            unchanged += 1
-            if progress:
-                progress(1)
-            continue
-        try:
-            msg = parse_raw(raw)
-        except ParseError as e:
-            quarantined.append(store.quarantine(kb, conn, raw, str(e)))
+    def fresh() -> Iterator[RawMessage]:
+        nonlocal seen, unchanged
+        for raw in raws:
+            seen += 1
+            digest = hashlib.sha256(raw.data).hexdigest()
+            if store.has_location(conn, raw.location.source, digest):
+                unchanged += 1
+                if progress:
+                    progress(1)
+                continue
+            yield raw
+
+    for raw, msg, error in _parsed(fresh(), default_workers() if workers is None else workers):
+        if msg is None:
+            quarantined.append(store.quarantine(kb, conn, raw, error))
             if progress:
                 progress(1)
             continue

@@ -116,10 +116,25 @@ def parse_addresses(pairs: Any) -> tuple[Address, ...]:
     return tuple(out)
 
 
+_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+
+
 def addresses_from_header(value: str | None) -> tuple[Address, ...]:
+    """Addresses of a header; when the RFC parser finds none, any bracketed or bare
+    address in the text (with the words before it as the name) is taken."""
     if not value:
         return ()
-    return parse_addresses(getaddresses([clean_header(value, 20_000)]))
+    text = clean_header(value, 20_000)
+    found = parse_addresses(getaddresses([text]))
+    if any(a.addr for a in found):
+        return tuple(a for a in found if a.addr)
+    out: list[tuple[str, str]] = []
+    for chunk in text.split(","):
+        m = _EMAIL.search(chunk)
+        if m:
+            name = chunk[: m.start()].replace("<", " ").strip()
+            out.append((re.sub(r"[^\w .'-]", "", name).strip(), m.group(0)))
+    return parse_addresses(out) or found
 
 
 def sanitize_filename(name: str | None, fallback: str = "attachment") -> str:
@@ -236,6 +251,7 @@ _ATTRIBUTION = re.compile(
     r"|in article\b.{0,200}writes\s*:?)\s*$",
     re.IGNORECASE,
 )
+_ATTRIBUTION_WORDS = ("wrote", "writes", "said", "écrit", "schrieb", "escribió")
 _ATTRIBUTION_START = re.compile(r"^(on|le|am|el)\s.{0,200}$", re.IGNORECASE)
 _FORWARD = re.compile(
     r"^\s*(-{2,}\s*(original message|forwarded message|ursprüngliche nachricht|message d'origine)"
@@ -283,6 +299,9 @@ def split_body(text: str) -> tuple[str, str, str]:
     for i, line in enumerate(lines):
         if kind[i] != "new" or not line.strip():
             continue
+        low = line.lower() if i + 1 >= n else (line + " " + lines[i + 1]).lower()
+        if not any(w in low for w in _ATTRIBUTION_WORDS):
+            continue
         nxt = next((j for j in range(i + 1, min(n, i + 4)) if lines[j].strip()), None)
         followed_by_quote = nxt is not None and kind[nxt] == "quoted"
         if _ATTRIBUTION.match(line.strip()) and (followed_by_quote or nxt is None):
@@ -295,7 +314,7 @@ def split_body(text: str) -> tuple[str, str, str]:
     # 3. Signatures: from a '-- ' delimiter to the next quoted line (or the end).
     i = 0
     while i < n:
-        if kind[i] == "new" and _SIG_DELIM.match(lines[i]):
+        if kind[i] == "new" and lines[i].startswith("--") and _SIG_DELIM.match(lines[i]):
             j = i
             while j < n and kind[j] != "quoted":
                 kind[j] = "signature"
@@ -351,7 +370,25 @@ def _payload_bytes(att: dict[str, Any]) -> bytes:
 def _looks_like_mail(headers: dict[str, Any]) -> bool:
     keys = {k.lower() for k in headers}
     return bool(keys & {"from", "date", "subject", "message-id", "to", "received", "references",
-                        "in-reply-to", "newsgroups", "mime-version", "sender", "return-path"})
+                        "in-reply-to", "newsgroups", "mime-version", "sender", "return-path",
+                        "content-type"})
+
+
+_BSMTP = re.compile(rb"\A(?:(?:HELO|EHLO|MAIL FROM|RCPT TO)[^\n]*\n)+DATA\r?\n", re.IGNORECASE)
+
+
+def strip_bsmtp(data: bytes) -> bytes:
+    """A batch-SMTP transcript (HELO / MAIL FROM / RCPT TO / DATA ... '.') -> the message."""
+    m = _BSMTP.match(data)
+    if not m:
+        return data
+    body = data[m.end():]
+    end = re.search(rb"\r?\n\.\r?\n", body)
+    body = body[: end.start() + 1] if end else body
+    body = re.sub(rb"(?m)^\.\.", b".", body)  # undo dot-stuffing
+    if body.startswith(b"From "):  # an mbox From_ line inside DATA
+        body = body.split(b"\n", 1)[1] if b"\n" in body else b""
+    return body
 
 
 def _safe(fn: Any, default: Any, defects: list[str], what: str) -> Any:
@@ -383,6 +420,12 @@ def _parse_message(data: bytes, fallback_date: datetime | None) -> Message:
     if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
         raise ParseError("an Outlook .msg (OLE2) file, not an RFC 5322 message")
     defects: list[str] = []
+    unwrapped = strip_bsmtp(data)
+    if unwrapped is not data:
+        defects.append("batch-SMTP envelope removed")
+        data = unwrapped
+        if not data.strip():
+            raise ParseError("empty message in a batch-SMTP envelope")
     content_hash = hashlib.sha256(data).hexdigest()
 
     mp: Any = None
@@ -419,6 +462,15 @@ def _parse_message(data: bytes, fallback_date: datetime | None) -> Message:
         sender_list = _safe(lambda: parse_addresses(mp.from_), (), defects, "from")
         to = _safe(lambda: parse_addresses(mp.to), (), defects, "to")
         cc = _safe(lambda: parse_addresses(mp.cc), (), defects, "cc")
+        # mail-parser gives up on a header with control characters; the cleaned text
+        # usually still holds a usable address
+        if not sender_list and msg.get("From"):
+            sender_list = _safe(lambda: addresses_from_header(msg.get("From")), (), defects,
+                                "from")
+        if not to and msg.get("To"):
+            to = _safe(lambda: addresses_from_header(msg.get("To")), (), defects, "to")
+        if not cc and msg.get("Cc"):
+            cc = _safe(lambda: addresses_from_header(msg.get("Cc")), (), defects, "cc")
     else:
         sender_list = addresses_from_header(msg.get("From"))
         to = addresses_from_header(msg.get("To"))

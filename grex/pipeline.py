@@ -21,7 +21,11 @@ from grex.models import ImportReport
 # (name, "module:function"); each function takes (kb, conn, config, *, progress) and
 # returns a report object with a ``summary()`` or a dict.
 LATER_STAGES: list[tuple[str, str]] = [
+    ("extract", "grex.extract.stage:run_extract"),
     ("index", "grex.index:run_index"),  # after extraction: it indexes entities and topics
+    # last: refreshes [export] html_dir (a no-op unless set) through grex.export's
+    # run_export, and records when for `grex status`
+    ("export", "grex.ops:refresh_site"),
 ]
 
 

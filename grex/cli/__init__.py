@@ -28,7 +28,11 @@ app = typer.Typer(
 # Each area registers its commands; one line per area.
 _AREAS: tuple[str, ...] = (
     "grex.cli.core_cmds",
+    "grex.cli.ops",
+    "grex.cli.sync",
+    "grex.cli.extract",
     "grex.cli.search",
+    "grex.cli.export",
 )
 
 

@@ -1,0 +1,51 @@
+"""Knowledge extraction: entities, keyphrases, topics and who knows what.
+
+Importing this package is cheap: spaCy and scikit-learn are imported inside the functions
+that need them (nothing on the search path pays for them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grex.extract.records import (
+    Entity,
+    EntitySummary,
+    ExtractReport,
+    Keyphrase,
+    ModelInfo,
+    PersonExpertise,
+    Phrase,
+    Seeds,
+    TextAnalysis,
+    ThreadKnowledge,
+    TopicInfo,
+)
+from grex.extract.stage import (
+    analysis_json,
+    get_thread_knowledge,
+    list_entities,
+    list_topics,
+    refit_topics,
+    run_extract,
+    thread_knowledge,
+    who,
+)
+
+
+def model_info(config: Any = None) -> ModelInfo:
+    """Which spaCy model extraction uses: name, version, path, and whether it is a fallback.
+
+    ``config`` is a grex Config, a model name, or None for the default."""
+    from grex.extract.model import model_info as _model_info
+
+    name = config if isinstance(config, str) or config is None else config.nlp.model
+    return _model_info(name)
+
+
+__all__ = [
+    "Entity", "EntitySummary", "ExtractReport", "Keyphrase", "ModelInfo", "PersonExpertise",
+    "Phrase", "Seeds", "TextAnalysis", "ThreadKnowledge", "TopicInfo", "analysis_json",
+    "get_thread_knowledge", "list_entities", "list_topics", "model_info", "refit_topics",
+    "run_extract", "thread_knowledge", "who",
+]
