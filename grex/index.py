@@ -168,9 +168,11 @@ BOOSTS = {"subject": 3.0, "body": 1.0, "quoted": 0.3, "from": 1.5, "to": 0.8, "c
           "attachment": 1.0, "keyword": 1.5, "topic": 1.2, "person": 1.0, "org": 1.0,
           "place": 1.0}
 
-# Fields a bare word searches (notmuch: "bare terms match body and headers").
-DEFAULT_FIELDS = ("subject", "body", "quoted", "from", "to", "cc", "attachment", "keyword",
-                  "topic", "person", "org", "place")
+# Fields a bare word searches (notmuch: "bare terms match body and headers"): the message's
+# own text. Not topics / keyphrases / entities: they are thread-level or derived from this
+# text, and a topic label copied onto every message of a thread would make a bare word
+# match messages that never say it (use topic:, keyword:, person:, org:, place:).
+DEFAULT_FIELDS = ("subject", "body", "quoted", "from", "to", "cc", "attachment")
 
 # Fields whose words make the snippet highlight.
 SNIPPET_FIELDS = ("body", "subject", "quoted")

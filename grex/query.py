@@ -453,11 +453,12 @@ class _Translator:
             return wq.Every()
         if isinstance(node, DateSpan):
             return wq.DateRange("date", _naive(node.start), _naive(node.end))
-        # Negation is always "X AND NOT Y" (AndNot): a bare Whoosh Not matches documents
-        # deleted since the last merge, i.e. unshared messages.
+        # Negation is always And([X, Not(Y)]), X being Every() when nothing else: a bare
+        # Whoosh Not matches documents deleted since the last merge (unshared messages),
+        # and Whoosh's AndNot query misses exclusions behind a union of fields.
         if isinstance(node, Not):
             inner = self.tr(node.child, not positive)
-            return None if inner is None else wq.AndNot(wq.Every(), inner)
+            return None if inner is None else wq.And([wq.Every(), wq.Not(inner)])
         if isinstance(node, Or):
             parts = [p for p in (self.tr(c, positive) for c in node.children) if p is not None]
             if not parts:
@@ -477,10 +478,9 @@ class _Translator:
                         plus.append(part)
             if not plus and not minus:
                 return None
-            base = (wq.Every() if not plus else plus[0] if len(plus) == 1 else wq.And(plus))
             if not minus:
-                return base
-            return wq.AndNot(base, minus[0] if len(minus) == 1 else wq.Or(minus))
+                return plus[0] if len(plus) == 1 else wq.And(plus)
+            return wq.And((plus or [wq.Every()]) + [wq.Not(m) for m in minus])
         return self.word(node, positive)
 
     def word(self, w: Word, positive: bool) -> wq.Query | None:

@@ -118,6 +118,25 @@ def test_search_path_imports_no_nlp(notmuch_default_kb: Path) -> None:
     assert json.loads(done.stdout)["total"] == 5
 
 
+def test_docset_equals_whoosh_matching(notmuch_default_kb: Path) -> None:
+    """grex's set-based matching (thread grouping, facets) equals what Whoosh scores."""
+    from grex.query import parse_query
+    from grex.search import docset, with_index
+
+    queries = ["install AND NOT subject:PATCH", "emacs -subject:patch", "NOT maildir", "*",
+               "maildir OR emacs", "(notmuch OR xapian) AND NOT from:cworth", "pat*",
+               "date:2009-11-17..2009-11-17 -tag:attachment", '"inode order" OR freebsd']
+
+    def check(opened: Any) -> None:
+        s = opened.searcher
+        for q in queries:
+            pq = parse_query(q)
+            scored = sorted(h.docnum for h in s.search(pq.query, limit=None))
+            assert docset(s, pq.query) == scored, q
+
+    with_index(notmuch_default_kb, check)
+
+
 def test_reindex_command(tmp_path: Path, notmuch_default_kb: Path, grex_cli: Any) -> None:
     before = grex_cli(notmuch_default_kb, "search", "--json", "--messages", "--limit", "100",
                       "*").json()

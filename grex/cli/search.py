@@ -13,9 +13,9 @@ SEARCH_HELP = """Search the knowledge base (threads by relevance; --messages for
 
 \b
 Query language (notmuch / mu compatible where they agree):
-  word  "a phrase"  foo*       words match subject, body, names, addresses,
-                               attachment names, topics, keyphrases, entities;
-                               words are stemmed (run = running), accents folded
+  word  "a phrase"  foo*       words match subject, body, names, addresses and
+                               attachment names; stemmed (run = running),
+                               accents folded
   a b   a AND b                both (the default)
   a OR b   ( ... )             either; parentheses group
   NOT a   -a                   without (a AND NOT b, a -b)
