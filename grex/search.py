@@ -11,6 +11,7 @@ This module is on the search path: it imports Whoosh and grex's own light module
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import threading
 import time
@@ -25,6 +26,7 @@ from whoosh import index as wix
 from whoosh import query as wq
 from whoosh.matching import FilterMatcher
 from whoosh.scoring import BM25F
+from whoosh.util.times import long_to_datetime
 
 from grex.errors import IndexError_, QueryError
 from grex.index import (
@@ -131,10 +133,22 @@ class _Open:
         self.ix = wix.open_dir(str(path))
         self.searcher = self.ix.searcher(weighting=BM25F())
         self.thread_ids: list[str] | None = None
+        self.uses = 0
+        self.columns: dict[tuple[str, bool], Any] = {}
         self.lock = threading.Lock()
 
     def fresh(self) -> bool:
         return self.searcher.up_to_date()
+
+    def column(self, name: str, *, translate: bool = True) -> Any:
+        """A column reader, kept for the reader's life: creating one reads the column's
+        whole offset table (milliseconds at 100k documents)."""
+        key = (name, translate)
+        reader = self.columns.get(key)
+        if reader is None:
+            reader = self.searcher.reader().column_reader(name, translate=translate)
+            self.columns[key] = reader
+        return reader
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a reader whose files are gone
@@ -290,6 +304,12 @@ _WS = re.compile(r"\s+")
 _WORDS = re.compile(TOKEN_PATTERN)
 
 
+@functools.lru_cache(maxsize=256)
+def _candidates(heads: tuple[str, ...]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(h) for h in heads)
+    return re.compile(rf"(?<!\w)(?:{alternatives})\w*", re.IGNORECASE)
+
+
 def snippet_for(text: str, terms: frozenset[str], prefixes: frozenset[str] = frozenset(),
                 width: int = SNIPPET_CHARS) -> tuple[str, tuple[tuple[int, int], ...]]:
     """A window of ``text`` around the densest cluster of matching words, whitespace
@@ -299,17 +319,19 @@ def snippet_for(text: str, terms: frozenset[str], prefixes: frozenset[str] = fro
         return "", ()
     matches: list[tuple[int, int, str]] = []
     if terms or prefixes:
-        # stem only words that can match: Porter2 keeps a word's first letters (stemming
-        # every word of a cold process's snippets cost more than the search itself)
-        heads = tuple({t[:3] for t in terms} | {p[:3] for p in prefixes})
-        for m in _WORDS.finditer(text):
-            word = m.group()
-            folded = fold(word)
-            if not folded.startswith(heads):
-                continue
-            t = stem_term(word)
+        # stem only the words that can match: Porter2 keeps a word's first letters, so a
+        # regex over the accent-folded text finds the candidates (stemming every word of
+        # every snippet cost more than the search itself)
+        heads = sorted({t[:3] for t in terms} | {p[:3] for p in prefixes}, key=len,
+                       reverse=True)
+        folded = fold(text)
+        source = folded if len(folded) == len(text) else text
+        pattern = _candidates(tuple(heads))
+        for m in pattern.finditer(source):
+            start, end = m.start(), m.end()
+            t = stem_term(text[start:end])
             if t in terms or (prefixes and t.startswith(tuple(prefixes))):
-                matches.append((m.start(), m.end(), t))
+                matches.append((start, end, t))
     if not matches:
         start, end = 0, min(len(text), width)
     else:
@@ -490,16 +512,18 @@ def _names(stored: dict[str, Any]) -> list[str]:
 
 
 def _thread_column(opened: _Open, docnums: list[int]) -> dict[int, str]:
-    """docnum -> thread id, for the matching documents (whole column cached when large)."""
-    reader = opened.searcher.reader()
-    if opened.thread_ids is None and len(docnums) > 2000:
+    """docnum -> thread id for the matching documents. One lookup per document (about a
+    microsecond) in a fresh process; a long-lived reader (third search on it) keeps the
+    whole column, whose first read costs about 4 us per document of the index."""
+    opened.uses += 1
+    if opened.thread_ids is None and opened.uses >= 3:
         with opened.lock:
             if opened.thread_ids is None:
-                opened.thread_ids = list(reader.column_reader("thread_id"))
+                opened.thread_ids = list(opened.column("thread_id"))
     if opened.thread_ids is not None:
         col = opened.thread_ids
         return {d: col[d] for d in docnums}
-    creader = reader.column_reader("thread_id")
+    creader = opened.column("thread_id")
     return {d: creader[d] for d in docnums}
 
 
@@ -517,6 +541,7 @@ def _thread_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int, so
     want = offset + limit
     best: dict[str, tuple[int, float]] = {}  # thread -> (docnum, score) of its best message
     order: list[str] = []
+    raw_dates = opened.column("date", translate=False)
     if sort == "relevance":
         k = max(want * 3, 30)
         while True:
@@ -536,50 +561,49 @@ def _thread_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int, so
                 break
             k *= 4
     else:
-        dates = opened.searcher.reader().column_reader("date")
         newest = sort == "newest"
         key_of: dict[str, Any] = {}
         for tid, docs in by_thread.items():
-            ds = [(dates[d], d) for d in docs]
+            ds = [(raw_dates[d], d) for d in docs]
             pick = max(ds) if newest else min(ds)
             key_of[tid] = pick[0]
             best[tid] = (pick[1], 0.0)
-        order = sorted(by_thread, key=lambda t: key_of[t], reverse=newest)
+        order = sorted(by_thread, key=lambda t: (key_of[t], t), reverse=newest)
     page = order[offset:offset + limit] if limit else []
-    hits = [_thread_hit(opened, parsed, tid, by_thread[tid], best[tid], conn) for tid in page]
+    ids = opened.column("id")
+    hits = [_thread_hit(opened, parsed, tid, by_thread[tid], best[tid], conn, ids, raw_dates)
+            for tid in page]
     return total, hits, matched
 
 
 def _thread_hit(opened: _Open, parsed: ParsedQuery, tid: str, docs: list[int],
-                best: tuple[int, float], conn: Any) -> SearchHit:
+                best: tuple[int, float], conn: Any, ids: Any, raw_dates: Any) -> SearchHit:
     s = opened.searcher
-    stored = [s.stored_fields(d) for d in docs]
-    stored.sort(key=lambda f: (_date_of(f) or datetime.min.replace(tzinfo=UTC), f.get("id")))
+    ordered = sorted(docs, key=lambda d: (raw_dates[d], d))  # oldest first, from columns
     top = s.stored_fields(best[0])
     snippet, spans = _snippet(top, parsed)
-    dates = [d for d in (_date_of(f) for f in stored) if d is not None]
-    subject = ""
-    participants: list[str] = []
-    for f in stored:
-        for n in _names(f):
-            if n not in participants:
-                participants.append(n)
-    first, last, total_messages = (min(dates) if dates else None,
-                                   max(dates) if dates else None, 0)
+    first = long_to_datetime(raw_dates[ordered[0]]).replace(tzinfo=UTC)
+    last = long_to_datetime(raw_dates[ordered[-1]]).replace(tzinfo=UTC)
+    subject, total_messages, participants = "", 0, []
     thread = _catalog_thread(conn, tid)
     if thread is not None:
         subject = thread.subject or ""
         first, last = thread.first_date, thread.last_date
         total_messages = len(thread.message_ids)
-        if thread.participants:
-            participants = [a.label for a in thread.participants]
+        participants = [a.label for a in thread.participants]
+    if not participants:  # no catalog at hand: the names on a few matching messages
+        for d in [best[0], *ordered[:4]]:
+            for n in _names(s.stored_fields(d) if d != best[0] else top):
+                if n not in participants:
+                    participants.append(n)
     if not subject:
-        subject = stored[0].get("subject", "") if stored else top.get("subject", "")
+        subject = (s.stored_fields(ordered[0]) if ordered[0] != best[0] else top).get(
+            "subject", "")
     return SearchHit(
         thread_id=tid,
         subject=subject,
         score=best[1],
-        message_ids=tuple(f["id"] for f in stored),
+        message_ids=tuple(ids[d] for d in ordered),
         snippet=snippet,
         highlights=spans,
         first_date=first,
@@ -607,8 +631,7 @@ def _facets(opened: _Open, matched: list[int], names: Sequence[str], *,
             by_thread: bool) -> dict[str, tuple[tuple[str, int], ...]]:
     if not matched:
         return {name: () for name in names}
-    reader = opened.searcher.reader()
-    col = reader.column_reader("facets")
+    col = opened.column("facets")
     tid_of = _thread_column(opened, matched) if by_thread else {}
     counts: dict[str, dict[str, set[Any]]] = {n: defaultdict(set) for n in names}
     display: dict[str, dict[str, str]] = {n: {} for n in names}
