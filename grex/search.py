@@ -742,6 +742,20 @@ def related(kb: Any, thread_id: str, *, limit: int = 10, conn: Any = None) -> Se
 # ------------------------------------------------------------------------------ for export
 
 
+def matching_threads(kb: Any, query: str, *, conn: Any = None,
+                     now: datetime | None = None) -> set[str]:
+    """The ids of every thread the query matches, without ranking, snippets or the catalog
+    (for `grex export --only QUERY`: search(..., limit=all) builds a hit per thread)."""
+    parsed = parse_query(query, now=now, resolve_thread=_thread_resolver(conn))
+
+    def run(opened: _Open) -> set[str]:
+        matched = docset(opened.searcher, parsed.query)
+        return set(_thread_column(opened, matched).values())
+
+    return with_index(kb, run)
+
+
+
 def iter_index_docs(kb: Any, *, thread_id: str | None = None) -> Iterator[dict[str, Any]]:
     """The stored fields of every live document (or of one thread's), for the HTML
     exporter: id, thread_id, subject, from, to, cc, date (naive UTC), folder, label,
@@ -773,6 +787,7 @@ def facet_names() -> tuple[str, ...]:
     return FACETS
 
 
-__all__ = ["SORTS", "SearchHit", "SearchResult", "facet_names", "index_stats",
-           "iter_index_docs", "related", "search", "snippet_for", "with_index"]
+__all__ = ["SORTS", "SearchHit", "SearchResult", "docset", "facet_names", "index_stats",
+           "iter_index_docs", "matching_threads", "related", "search", "snippet_for",
+           "with_index"]
 

@@ -137,6 +137,17 @@ def test_docset_equals_whoosh_matching(notmuch_default_kb: Path) -> None:
     with_index(notmuch_default_kb, check)
 
 
+def test_matching_threads_equals_the_thread_hits(notmuch_default_kb: Path) -> None:
+    from grex import store
+    from grex.search import matching_threads, search
+
+    kb = store.KB.open(notmuch_default_kb)
+    for q in ("subject:PATCH", "maildir -emacs", "*"):
+        full = search(kb, q, limit=1000)
+        assert matching_threads(kb, q) == {h.thread_id for h in full.hits}
+        assert len(full.hits) == full.total
+
+
 def test_reindex_command(tmp_path: Path, notmuch_default_kb: Path, grex_cli: Any) -> None:
     before = grex_cli(notmuch_default_kb, "search", "--json", "--messages", "--limit", "100",
                       "*").json()
