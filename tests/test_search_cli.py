@@ -158,3 +158,22 @@ def test_reindex_command(tmp_path: Path, notmuch_default_kb: Path, grex_cli: Any
     after = grex_cli(notmuch_default_kb, "search", "--json", "--messages", "--limit", "100",
                      "*").json()
     assert after["total"] == before["total"] == 52
+
+
+def test_fast_path_matches_the_typer_command(notmuch_default_kb: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`grex search` skips Typer (fast_main); the Typer command must print the same."""
+    from grex.cli import app
+    from grex.cli.search import fast_main
+
+    args = ["--kb", str(notmuch_default_kb), "search", "--json", "--limit", "5", "--facet",
+            "from", "--sort=newest"]
+    capsys.readouterr()
+    assert fast_main([*args, "subject:PATCH", "-emacs"]) == 0  # -emacs: a negated word
+    fast = json.loads(capsys.readouterr().out)
+    app(args=[*args, "subject:PATCH -emacs"], prog_name="grex", standalone_mode=False)
+    slow = json.loads(capsys.readouterr().out)
+    assert fast == slow and fast["total"] > 5
+    assert fast_main(["--kb", "x", "search", "--help"]) is None
+    assert fast_main(["--kb", "x", "related", "abc"]) is None
+    assert fast_main(["--kb", "x", "search", "--bogus", "q"]) is None
