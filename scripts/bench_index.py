@@ -263,6 +263,8 @@ def main() -> None:
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="reuse KBs / maildirs in --work")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N posts (smoke)")
+    ap.add_argument("--queries-only", action="store_true",
+                    help="reuse the built KBs; skip the index timings (with --reuse)")
     ap.add_argument("--build-only", action="store_true",
                     help="only import and build the scaled index / notmuch databases")
     args = ap.parse_args()
@@ -294,7 +296,8 @@ def main() -> None:
                              "msg_per_s": round(rep.added / secs, 1), "load": [la, load()]}
         print(f"grex import: {rep.added} messages in {secs:.1f} s", flush=True)
     results["index"] = {}
-    for procs in (() if args.build_only else (1, 2)):  # the procs=2 build is the one searched
+    skip_builds = args.build_only or args.queries_only
+    for procs in (() if skip_builds else (1, 2)):  # the procs=2 build is the one searched
         la = load()
         r = gi.rebuild_index(kb, conn, procs=procs)
         results["index"][f"procs{procs}"] = {
