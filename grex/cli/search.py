@@ -27,6 +27,7 @@ Query language (notmuch / mu compatible where they agree):
   has:attachment  has:signed  has:encrypted  (tag:attachment works too)
   *                            every message
 Operators are upper case; a bad query is reported with a caret at the problem.
+Unquoted words are joined: grex search budget -draft (-draft negates).
 """
 
 
