@@ -140,6 +140,9 @@ class ParsedQuery:
     highlight_terms: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     highlight_prefixes: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     words: tuple[Word, ...] = ()  # positive words, for "did you mean"
+    # what ranks: the positive words, phrases and wildcards, OR-ed; None when the query
+    # only filters (dates, labels, flags, ids, negations): those rank newest first
+    scoring: wq.Query | None = None
 
 
 # --------------------------------------------------------------------------------- lexer
@@ -447,6 +450,7 @@ class _Translator:
         self.highlight: set[tuple[str, str]] = set()
         self.words: list[Word] = []
         self.prefixes: set[tuple[str, str]] = set()
+        self.scoring: list[wq.Query] = []
 
     def tr(self, node: Node, positive: bool = True) -> wq.Query | None:
         if isinstance(node, All):
@@ -526,7 +530,10 @@ class _Translator:
                 subqueries.append(wq.Phrase(f, terms, boost=boost))
         if not subqueries:
             return None
-        return subqueries[0] if len(subqueries) == 1 else wq.Or(subqueries)
+        q = subqueries[0] if len(subqueries) == 1 else wq.Or(subqueries)
+        if positive:
+            self.scoring.append(q)
+        return q
 
     def _wild(self, f: str, text: str, *, boost: float = 1.0,
               positive: bool = False) -> wq.Query:
@@ -560,8 +567,11 @@ def parse_query(text: str, *, now: datetime | None = None,
     q = tr.tr(tree)
     if q is None:
         raise _error(text, 0, "nothing to search for: the query has no searchable words")
+    scoring = (None if not tr.scoring else tr.scoring[0] if len(tr.scoring) == 1
+               else wq.Or(tr.scoring))
     return ParsedQuery(text=text, tree=tree, query=q, highlight_terms=frozenset(tr.highlight),
-                       highlight_prefixes=frozenset(tr.prefixes), words=tuple(tr.words))
+                       highlight_prefixes=frozenset(tr.prefixes), words=tuple(tr.words),
+                       scoring=scoring)
 
 
 def format_error(err: QueryError) -> str:

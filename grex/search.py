@@ -432,7 +432,7 @@ def search(
     def run(opened: _Open) -> SearchResult:
         s = opened.searcher
         if messages:
-            total, hits, matched = _message_hits(s, parsed, limit, offset, sort)
+            total, hits, matched = _message_hits(opened, parsed, limit, offset, sort)
         else:
             total, hits, matched = _thread_hits(opened, parsed, limit, offset, sort, conn)
         facet_counts = _facets(opened, matched, facets, by_thread=not messages) if facets else {}
@@ -471,22 +471,50 @@ def _date_of(fields: dict[str, Any]) -> datetime | None:
     return d.replace(tzinfo=UTC) if isinstance(d, datetime) and d.tzinfo is None else d
 
 
-def _message_hits(s: Any, parsed: ParsedQuery, limit: int, offset: int,
+def _ranked(s: Any, parsed: ParsedQuery, matched: list[int], k: int) -> list[tuple[int, float]]:
+    """The best ``k`` matching documents by relevance, as (docnum, score).
+
+    Whoosh scores only the query's words (``parsed.scoring``), restricted to the matching
+    set computed already: dates, labels, flags and negations filter without being dragged
+    through Whoosh's matchers (a date range is a union of hundreds of numeric terms).
+    Matching documents without a scored word (``a OR date:..``) come after, newest first.
+    """
+    out: list[tuple[int, float]] = []
+    if parsed.scoring is not None and k > 0:
+        allowed = set(matched)
+        out = [(h.docnum, float(h.score or 0.0))
+               for h in s.search(parsed.scoring, limit=k, filter=allowed)]
+    return out
+
+
+def _by_date(opened: _Open, docs: Iterable[int], *, newest: bool) -> list[int]:
+    dates = opened.column("date", translate=False)
+    return sorted(docs, key=lambda d: (dates[d], d), reverse=newest)
+
+
+def _message_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int,
                   sort: str) -> tuple[int, list[SearchHit], list[int]]:
-    kwargs: dict[str, Any] = {"limit": offset + limit if limit else 1}
-    if sort != "relevance":
-        kwargs.update(sortedby="date", reverse=(sort == "newest"))
-    results = s.search(parsed.query, **kwargs)
-    total = len(results)
+    s = opened.searcher
+    matched = docset(s, parsed.query)
+    total = len(matched)
+    want = offset + limit
+    if sort == "relevance":
+        page = _ranked(s, parsed, matched, want)
+        if len(page) < want and len(page) < total:
+            seen = {d for d, _ in page}
+            rest = _by_date(opened, (d for d in matched if d not in seen), newest=True)
+            page += [(d, 0.0) for d in rest[:want - len(page)]]
+    else:
+        page = [(d, 0.0) for d in _by_date(opened, matched, newest=sort == "newest")[:want]]
     hits = []
-    for hit in results[offset:offset + limit] if limit else []:
-        stored = hit.fields()
+    for docnum, score in page[offset:want] if limit else []:
+        stored = s.stored_fields(docnum)
         snippet, spans = _snippet(stored, parsed)
         date = _date_of(stored)
         hits.append(SearchHit(
             thread_id=stored.get("thread_id", ""),
             subject=stored.get("subject", ""),
-            score=float(hit.score or 0.0),
+            score=score,
             message_ids=(stored["id"],),
             snippet=snippet,
             highlights=spans,
@@ -497,7 +525,6 @@ def _message_hits(s: Any, parsed: ParsedQuery, limit: int, offset: int,
             total_messages=0,
             sender=(stored.get("from", "") or "").split("\n")[0],
         ))
-    matched = docset(s, parsed.query) if total else []
     return total, hits, matched
 
 
@@ -545,21 +572,30 @@ def _thread_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int, so
     if sort == "relevance":
         k = max(want * 3, 30)
         while True:
-            results = s.search(parsed.query, limit=k)
+            ranked = _ranked(s, parsed, matched, k)
             best.clear()
             order.clear()
-            for hit in results:
-                tid = tid_of.get(hit.docnum)
-                if tid is None:
-                    continue
+            for docnum, score in ranked:
+                tid = tid_of[docnum]
                 if tid not in best:
-                    best[tid] = (hit.docnum, float(hit.score or 0.0))
+                    best[tid] = (docnum, score)
                     order.append(tid)
                     if len(order) >= want:
                         break
-            if len(order) >= want or k >= len(matched):
+            if len(order) >= want or len(ranked) < k or k >= len(matched):
                 break
             k *= 4
+        if len(order) < min(want, total):  # threads with no scored word: newest first
+            newest_doc: dict[str, tuple[int, int]] = {}
+            for tid, docs in by_thread.items():
+                if tid not in best:
+                    d = max(docs, key=lambda x: (raw_dates[x], x))
+                    newest_doc[tid] = (raw_dates[d], d)
+            for tid in sorted(newest_doc, key=lambda t: newest_doc[t], reverse=True):
+                best[tid] = (newest_doc[tid][1], 0.0)
+                order.append(tid)
+                if len(order) >= want:
+                    break
     else:
         newest = sort == "newest"
         key_of: dict[str, Any] = {}
@@ -730,7 +766,7 @@ def related(kb: Any, thread_id: str, *, limit: int = 10, conn: Any = None) -> Se
                    for word, weight in keys for f in ("body", "subject")])
         q = wq.AndNot(q, wq.Term("thread_id", tid))
         parsed = ParsedQuery(text=f"related:{tid}", tree=None,  # type: ignore[arg-type]
-                             query=q,
+                             query=q, scoring=q,
                              highlight_terms=frozenset(("body", w) for w, _ in keys))
         total, hits, _matched = _thread_hits(opened, parsed, limit, 0, "relevance", conn)
         return SearchResult(query=f"related:{tid}", total=total, hits=tuple(hits),
