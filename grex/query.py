@@ -140,8 +140,8 @@ class ParsedQuery:
     highlight_terms: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     highlight_prefixes: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     words: tuple[Word, ...] = ()  # positive words, for "did you mean"
-    # what ranks: the positive words, phrases and wildcards, OR-ed; None when the query
-    # only filters (dates, labels, flags, ids, negations): those rank newest first
+    # what ranks: the positive words and phrases in the query's AND / OR shape; None when
+    # the query only filters (dates, labels, flags, ids, negations, wildcards): newest first
     scoring: wq.Query | None = None
 
 
@@ -450,7 +450,7 @@ class _Translator:
         self.highlight: set[tuple[str, str]] = set()
         self.words: list[Word] = []
         self.prefixes: set[tuple[str, str]] = set()
-        self.scoring: list[wq.Query] = []
+        self.word_queries: dict[int, wq.Query] = {}
 
     def tr(self, node: Node, positive: bool = True) -> wq.Query | None:
         if isinstance(node, All):
@@ -531,9 +531,24 @@ class _Translator:
         if not subqueries:
             return None
         q = subqueries[0] if len(subqueries) == 1 else wq.Or(subqueries)
-        if positive:
-            self.scoring.append(q)
+        if positive and not w.wildcard:
+            self.word_queries[id(w)] = q
         return q
+
+    def score(self, node: Node) -> wq.Query | None:
+        """The ranking query: the tree's positive words (not wildcards) with its AND / OR
+        shape; negations, dates, labels, flags and ids only filter."""
+        if isinstance(node, Word):
+            return self.word_queries.get(id(node))
+        if isinstance(node, And | Or):
+            parts = [p for p in (self.score(c) for c in node.children
+                                 if not isinstance(c, Not)) if p is not None]
+            if not parts:
+                return None
+            if len(parts) == 1:
+                return parts[0]
+            return wq.And(parts) if isinstance(node, And) else wq.Or(parts)
+        return None
 
     def _wild(self, f: str, text: str, *, boost: float = 1.0,
               positive: bool = False) -> wq.Query:
@@ -567,8 +582,7 @@ def parse_query(text: str, *, now: datetime | None = None,
     q = tr.tr(tree)
     if q is None:
         raise _error(text, 0, "nothing to search for: the query has no searchable words")
-    scoring = (None if not tr.scoring else tr.scoring[0] if len(tr.scoring) == 1
-               else wq.Or(tr.scoring))
+    scoring = tr.score(tree)
     return ParsedQuery(text=text, tree=tree, query=q, highlight_terms=frozenset(tr.highlight),
                        highlight_prefixes=frozenset(tr.prefixes), words=tuple(tr.words),
                        scoring=scoring)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from whoosh import index as wix
 from whoosh import query as wq
 from whoosh.matching import FilterMatcher
+from whoosh.query.terms import MultiTerm
 from whoosh.scoring import BM25F
 from whoosh.util.times import long_to_datetime
 
@@ -275,12 +276,21 @@ def _segment_docset(q: wq.Query, s: Any) -> set[int]:
         return set(range(r.doc_count_all())) - _segment_docset(q.query, s)
     if isinstance(q, wq.Every):
         return set(range(r.doc_count_all()))
-    if isinstance(q, wq.Prefix | wq.Wildcard | wq.NumericRange):
+    if isinstance(q, wq.ConstantScoreQuery):
+        return _segment_docset(q.child, s)
+    if isinstance(q, wq.NumericRange):  # a union of tiered term ranges
         simple = q.simplify(r)
-        if isinstance(simple, wq.Or | wq.Term):
+        if simple is not q and simple != q:
             return _segment_docset(simple, s)
-        if isinstance(simple, type(wq.NullQuery)):
-            return set()
+    if isinstance(q, MultiTerm):  # prefixes, wildcards, term ranges: their terms' postings
+        try:
+            fieldname = q.field()
+            out = set()
+            for btext in q._btexts(r):
+                out.update(_leaf_ids(r.postings(fieldname, btext)))
+            return out
+        except (AttributeError, TypeError, ValueError):
+            pass  # another whoosh version: the generic way below
     return set(q.docs(s))
 
 
