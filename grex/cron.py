@@ -108,7 +108,8 @@ def sync_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     if pp:
         out["PYTHONPATH"] = pp
     for name in sorted(env):
-        if name.startswith("GREX_") and name not in _SKIP_VARS and not _SECRET.search(name):
+        if (name.startswith("GREX_") and name not in _SKIP_VARS
+                and not name.startswith("GREX_TEST_") and not _SECRET.search(name)):
             out[name] = env[name]
     return out
 

@@ -255,8 +255,8 @@ def check_lock(kb: Any, repair: bool) -> Check:
             return Check("lock", OK, what + "; record cleared", repaired=True)
         return Check("lock", WARN, what + " (--repair clears it)")
     if state.held:
-        h = state.holder
-        who = f"`{h.command}` pid {h.pid} since {h.since}" if h else \
+        holder = state.holder
+        who = f"`{holder.command}` pid {holder.pid} since {holder.since}" if holder else \
             f"pid {', '.join(map(str, state.pids))}"
         return Check("lock", OK, f"held by {who}")
     return Check("lock", OK, "free")

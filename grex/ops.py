@@ -263,7 +263,7 @@ def refresh_site(kb: Any, conn: sqlite3.Connection, config: Any, *,
     if not html:
         return {"skipped": "no [export] html_dir in grex.toml"}
     try:
-        from grex.export import run_export  # type: ignore[attr-defined]
+        from grex.export import run_export
     except ImportError as e:
         if e.name and "grex.export".startswith(e.name):
             return {"skipped": "grex.export is not available in this build"}
@@ -272,9 +272,9 @@ def refresh_site(kb: Any, conn: sqlite3.Connection, config: Any, *,
     if not html_dir.is_absolute():
         html_dir = Path(kb.path) / html_dir
     report = run_export(kb, conn, config, progress=progress, **options)
-    pages = getattr(report, "pages", None)
-    if pages is None and isinstance(report, dict):
-        pages = report.get("pages")
+    if report is None:
+        return {"skipped": "no site configured"}
+    pages = getattr(report, "files", None)
     record_site_refresh(conn, html_dir, pages if isinstance(pages, int) else None)
     return {"html_dir": str(html_dir), "pages": pages, "report": report}
 
@@ -335,23 +335,34 @@ def close_killed_runs(conn: sqlite3.Connection, live_pids: set[int] | None = Non
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT; work loops check it between batches. A second signal while the
-    flag is already set raises Interrupted at once (someone really wants us gone)."""
+    """Set by SIGTERM during a recorded run; work loops check it between batches. Before the
+    run is recorded (starting up, queueing for the lock) and on a second SIGTERM it raises
+    Interrupted at once."""
 
     def __init__(self) -> None:
         self.requested = False
         self.signal: int | None = None
+        self.pid = os.getpid()
+        self.armed = False  # True while a recorded run is under way
 
     def __call__(self) -> bool:
         return self.requested
 
     def _handler(self, signum: int, _frame: Any) -> None:
+        if os.getpid() != self.pid:
+            # A worker forked during the run (spaCy, Whoosh) inherited this handler: it must
+            # die of the signal as usual, not wait for a batch it doesn't run.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        name = signal.Signals(signum).name
+        if not self.armed:
+            raise Interrupted(f"stopped by {name} before the run started")
         if self.requested:
-            raise Interrupted(f"stopped by signal {signal.Signals(signum).name} (second time)")
+            raise Interrupted(f"stopped by {name} (second time)")
         self.requested = True
         self.signal = signum
-        log.warning("received %s: finishing the current batch, then stopping",
-                    signal.Signals(signum).name)
+        log.warning("received %s: finishing the current batch, then stopping", name)
 
     @contextmanager
     def installed(self, signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[StopFlag]:
@@ -415,24 +426,27 @@ def writer(kb: Any, *, wait: bool, command: str, timeout: float | None = None,
     stop after their current batch. The row ends as ok, failed (an exception escaped) or
     interrupted; a kill leaves it 'running' and status reports it as killed.
     """
-    try:
-        lock = kb.writer_lock(wait=wait, timeout=timeout, command=command)
-        lock.__enter__()
-    except KBLocked as e:
-        log.warning("%s not started: %s", command, e)
-        raise
-    with ExitStack() as stack:
-        stack.push(lock)
+    stop = stop or StopFlag()
+    # The handler goes in first: a SIGTERM while starting or queueing (--wait) ends the
+    # command at once; once the run is recorded it means "stop after this batch".
+    with stop.installed(), ExitStack() as stack:
+        try:
+            stack.enter_context(kb.writer_lock(wait=wait, timeout=timeout, command=command))
+        except KBLocked as e:
+            log.warning("%s not started: %s", command, e)
+            raise
+        held = _fds_of(Path(kb.lock_path)) - _LOCK_FDS
+        _LOCK_FDS.update(held)
+        stack.callback(_LOCK_FDS.difference_update, held)
         if conn is None:
             conn = kb.connect()
             stack.callback(conn.close)
-        stop = stop or StopFlag()
         run = Run(start_run(conn, command), command, stop)
+        stop.armed = True
         log.info("%s started (run %d)", command, run.id)
         result, error = "ok", None
         try:
-            with stop.installed():
-                yield run
+            yield run
             if stop.requested:
                 result = "interrupted"
         except BaseException as e:  # record, then let it travel on
@@ -448,6 +462,40 @@ def writer(kb: Any, *, wait: bool, command: str, timeout: float | None = None,
             log.log(logging.INFO if result == "ok" else logging.WARNING,
                     "%s %s in %.1fs %s%s", command, result, duration,
                     json.dumps(run.counts, sort_keys=True), f" ({error})" if error else "")
+            stop.armed = False
+
+
+# Descriptors of the writer lock held by this process. A child forked during the run (spaCy's
+# and Whoosh's worker pools fork) would share the flock'd open file: if the sync were then
+# SIGKILLed, orphaned workers would keep the KB locked until they exit. Children close them.
+_LOCK_FDS: set[int] = set()
+
+
+def _close_lock_fds_in_child() -> None:
+    for fd in list(_LOCK_FDS):
+        with suppress(OSError):
+            os.close(fd)
+    _LOCK_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_lock_fds_in_child)
+
+
+def _fds_of(path: Path) -> set[int]:
+    """This process's descriptors open on ``path`` (Linux /proc/self/fd)."""
+    try:
+        want = path.stat()
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return set()
+    out = set()
+    for name in names:
+        with suppress(OSError, ValueError):
+            st = os.stat(int(name))
+            if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+                out.add(int(name))
+    return out
 
 
 def kb_root(kb: Any) -> Path:

@@ -52,12 +52,20 @@ def import_paths(kb: store.KB, conn: sqlite3.Connection, config: Config,
 def run_later_stages(kb: store.KB, conn: sqlite3.Connection, config: Config, *,
                      progress: Callable[[str, int, int | None], None] | None = None,
                      only: Iterable[str] | None = None,
+                     should_stop: Callable[[], bool] | None = None,
                      **options: Any) -> PipelineReport:
-    """Run every later stage that exists, incrementally, in order."""
+    """Run every later stage that exists, incrementally, in order.
+
+    ``should_stop`` is asked between stages (a SIGTERM during a sync): the stages not yet
+    run are skipped, and the next run does their outstanding work from the change feed.
+    """
     wanted = set(only) if only is not None else None
     results: list[StageResult] = []
     for name, target in LATER_STAGES:
         if wanted is not None and name not in wanted:
+            continue
+        if should_stop is not None and should_stop():
+            results.append(StageResult(name, skipped="stopped before this stage"))
             continue
         module_name, _, func_name = target.partition(":")
         try:

@@ -154,6 +154,8 @@ def site_state(conn: sqlite3.Connection, tables: set[str],
 def gather_status(kb: Any, html_dir: Path | None = None, quarantine_limit: int = 20) -> Status:
     """Read the KB's state without the writer lock (never waits for a running sync)."""
     root = Path(kb.path)
+    if html_dir is not None and not html_dir.expanduser().is_absolute():
+        html_dir = root / html_dir  # [export] html_dir is relative to the KB
     lock = ops.lock_state(kb)
     conn = kb.connect(readonly=True)
     try:
@@ -165,8 +167,8 @@ def gather_status(kb: Any, html_dir: Path | None = None, quarantine_limit: int =
         counts = {
             "messages": _count(conn, tables, "messages"),
             "threads": _count(conn, tables, "threads"),
-            "people": _count(conn, tables, "people", "persons"),
-            "topics": _count(conn, tables, "topics"),
+            "people": _count(conn, tables, "extract_people"),
+            "topics": _count(conn, tables, "extract_topics"),
         }
         quarantined, qtotal = _quarantine(conn, tables, quarantine_limit)
         index = index_health(root, conn, tables)
@@ -174,7 +176,7 @@ def gather_status(kb: Any, html_dir: Path | None = None, quarantine_limit: int =
     finally:
         conn.close()
     warnings = []
-    if lock.stale and lock.holder:
+    if lock.stale and lock.holder and not lock.held:
         warnings.append(f"stale lock record: pid {lock.holder.pid} ({lock.holder.command}) is "
                         "gone; `grex doctor --repair` clears it")
     last = syncs[0] if syncs else None

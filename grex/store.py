@@ -197,6 +197,21 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 # ------------------------------------------------------------------ the KB directory
 
+# Worker processes forked while a writer holds the lock (parsing, spaCy, Whoosh) must not
+# inherit it: an flock belongs to the open file, so an orphaned worker would keep the KB
+# locked after its parent was killed. Children close the inherited descriptors at once.
+_HELD_LOCK_FDS: set[int] = set()
+
+
+def _close_lock_fds_in_child() -> None:
+    for fd in list(_HELD_LOCK_FDS):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_lock_fds_in_child)
+
 
 @dataclass(frozen=True)
 class KB:
@@ -295,6 +310,7 @@ class KB:
         """Hold the one-writer lock. Raises KBLocked at once (or after ``timeout`` with wait)."""
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        _HELD_LOCK_FDS.add(fd)
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
@@ -324,6 +340,7 @@ class KB:
                 with contextlib.suppress(OSError):
                     self.lock_info_path.unlink()
         finally:
+            _HELD_LOCK_FDS.discard(fd)
             os.close(fd)  # closing releases the flock
 
     def lock_holder(self) -> dict[str, Any] | None:

@@ -29,6 +29,13 @@ def rss_mb() -> float:
     return 0.0
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (n_process workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def load_posts(corpora: Path, n: int) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
     from grex.errors import GrexError
     from grex.parse import parse_message
@@ -74,25 +81,48 @@ def main() -> None:
     nlp, info = load_model()
     print(f"model: {info.describe()}; grex pipeline: {', '.join(info.pipeline)}")
     list(analyze_texts(nlp, items[:50], n_process=1))  # warm up
-    results = {}
+    results: dict[int, float] = {}
+    cpus: dict[int, float] = {}
     for procs in (1, 2):
+        c0 = _cpu()
         t = time.perf_counter()
         list(analyze_texts(nlp, items, n_process=procs))
         dt = time.perf_counter() - t
+        cpu = _cpu() - c0
         results[procs] = dt
+        cpus[procs] = cpu
         print(f"grex extraction, n_process={procs}: {len(items) / dt:7.1f} msg/s "
-              f"{words / dt:9.0f} words/s  ({dt:.1f} s)")
+              f"{words / dt:9.0f} words/s  ({dt:.1f} s wall, {cpu:.1f} s CPU: "
+              f"{len(items) / cpu:.1f} msg per CPU-second)")
+    print(f"  load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: on a shared "
+          "machine, msg per CPU-second x cores is the unloaded ceiling")
+    # the statistical NER alone (same model, no grex rules / clean-up / phrases): the floor
+    import spacy
+
+    ner_only = spacy.load(info.path, exclude=["tok2vec", "tagger", "parser", "attribute_ruler",
+                                              "lemmatizer", "senter"])
+    texts = [t for t, _ in items]
+    c0 = _cpu()
+    t = time.perf_counter()
+    for _ in ner_only.pipe(texts, batch_size=64):
+        pass
+    dt_ner = time.perf_counter() - t
+    print(f"plain nlp.pipe, ner only, 1 process: {len(items) / dt_ner:7.1f} msg/s "
+          f"{words / dt_ner:9.0f} words/s  ({dt_ner:.1f} s wall, {_cpu() - c0:.1f} s CPU): "
+          f"grex's rules, clean-up and phrases cost {results[1] / dt_ner - 1:+.0%}")
     if not args.skip_full:
         full, _ = load_model(rules=False)
-        texts = [t for t, _ in items]
+        c0 = _cpu()
         t = time.perf_counter()
         for _ in full.pipe(texts, batch_size=64):
             pass
         dt = time.perf_counter() - t
+        full_cpu = _cpu() - c0
         print(f"plain nlp.pipe, full default pipeline, 1 process: {len(items) / dt:7.1f} msg/s "
-              f"{words / dt:9.0f} words/s  ({dt:.1f} s)")
+              f"{words / dt:9.0f} words/s  ({dt:.1f} s wall, {full_cpu:.1f} s CPU)")
         for procs, d in results.items():
-            print(f"  ratio grex n_process={procs} / plain full: {dt / d:.2f}x")
+            print(f"  ratio grex n_process={procs} / plain full: {dt / d:.2f}x wall, "
+                  f"{full_cpu / cpus[procs]:.2f}x per CPU-second")
     # memory: one long single-process run, RSS after each step
     mem_items = [(t, Seeds(n, a)) for t, n, a in posts[:max(steps)]]
     print(f"memory (one process, {len(mem_items)} posts, chunks of 2000 in memory zones):")

@@ -74,22 +74,30 @@ def topic_scores(corpora: Path, seeds: tuple[int, ...] = (42, 43)) -> dict[str, 
         rows = load_20news_sample(corpora, 2000, seed)
         labels = [g for _, g, _ in rows]
         raw = [b.decode("latin-1") for _, _, b in rows]
-        docs = []
+        docs, new_only = [], []
         for _, _, b in rows:
             try:
                 m = parse_message(b)
-                docs.append(f"{m.subject}\n{m.body.new}")
             except GrexError:
                 docs.append(b.decode("latin-1"))
+                new_only.append(docs[-1])
+                continue
+            # each post is a thread of one message (20news has no reply headers)
+            docs.append(topics.thread_document(m.subject, [(m.message_id, m.body.new,
+                                                            m.body.quoted, m.parent_candidates)]))
+            new_only.append(f"{m.subject}\n{m.body.new}")
         x = TfidfVectorizer(stop_words="english", max_df=0.95, min_df=2).fit_transform(raw)
         w = NMF(20, init="nndsvd", random_state=0, max_iter=400).fit_transform(x)
         out[f"baseline_nmf20_raw/{seed}"] = round(nmi(labels, w.argmax(1)), 3)
         km = KMeans(20, n_init=5, random_state=0).fit(x)
         out[f"baseline_kmeans20_raw/{seed}"] = round(nmi(labels, km.labels_), 3)
         x2 = TfidfVectorizer(stop_words="english", max_df=0.5, min_df=2, sublinear_tf=True,
-                             token_pattern=topics.TOKEN_PATTERN).fit_transform(docs)
+                             token_pattern=topics.TOKEN_PATTERN).fit_transform(new_only)
         w2 = NMF(20, init="nndsvda", random_state=0, max_iter=400).fit_transform(x2)
         out[f"baseline_nmf20_newtext/{seed}"] = round(nmi(labels, w2.argmax(1)), 3)
+        m_new = topics.fit(new_only, k=20)
+        out[f"grex_spectral20_new_text_only/{seed}"] = round(
+            nmi(labels, [a[0][0] if a else -1 for a in m_new.assign(new_only)]), 3)
         t = time.time()
         model = topics.fit(docs, k=20)
         strongest = [a[0][0] if a else -1 for a in model.assign(docs)]

@@ -57,8 +57,9 @@ def grex(kb: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProc
 class Loader(threading.Thread):
     """Adds, shares, unshares and deletes messages on the server until stopped."""
 
-    def __init__(self, connect, seed: int) -> None:
+    def __init__(self, connect, seed: int, pace: float = 0.05) -> None:
         super().__init__(daemon=True)
+        self.pace = pace
         self.connect = connect
         self.rng = random.Random(seed)
         self.stop = threading.Event()
@@ -81,7 +82,7 @@ class Loader(threading.Thread):
                 c.select_folder("INBOX")
                 while not self.stop.is_set():
                     self.step(c)
-                    time.sleep(self.rng.uniform(0.0, 0.05))
+                    time.sleep(self.rng.uniform(0.0, self.pace))
         except BaseException as e:  # reported by the main thread
             self.error = e
 
@@ -110,6 +111,18 @@ class Loader(threading.Thread):
             self.ops["deleted"] += len(pick)
 
 
+def _wait_running(kb: Path, p: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Until the sync holds the KB lock (lock.json names it) or has ended."""
+    deadline = time.monotonic() + timeout
+    while p.poll() is None and time.monotonic() < deadline:
+        try:
+            if json.loads((kb / "lock.json").read_text()).get("pid") == p.pid:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+
+
 def chosen_on_server(connect) -> tuple[set[str], int]:
     with connect() as c:
         c.select_folder("INBOX", readonly=True)
@@ -132,12 +145,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="stop every Nth sync mid-run, alternating SIGTERM/SIGKILL (0: never)")
     ap.add_argument("--overlap-every", type=int, default=5,
                     help="start a second sync on top of every Nth one (0: never)")
+    ap.add_argument("--later", action="store_true",
+                    help="run the later stages (extract, index, export) in every sync, as cron "
+                    "does (slow: spaCy); without it every sync passes --no-later")
+    ap.add_argument("--pace", type=float, default=0.05,
+                    help="the loader sleeps up to this long between changes (s)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", type=Path, help="keep the server and KB here (default: removed)")
     args = ap.parse_args(argv)
 
     base = Path(tempfile.mkdtemp(prefix="gxsoak-", dir="/dev/shm" if os.path.isdir("/dev/shm")
                                  else "/tmp"))
+    base.chmod(0o755)  # Dovecot's users must reach the server directory inside it
     sdir, kb = base / "imap", (args.keep or base) / "kb"
     start = subprocess.run([sys.executable, str(SERVER), "start", str(sdir)],
                            capture_output=True, text=True, timeout=60)
@@ -167,37 +186,39 @@ def main(argv: list[str] | None = None) -> int:
             f'ca_file = "{cafile}"\nusername = "{user}"\n'
             f'password_command = "cat {pwfile}"\nfolders = ["INBOX"]\n'
             f'share_keyword = "{KEYWORD}"\nwhole_thread = false\non_unshare = "remove"\n')
-        loader = Loader(connect, args.seed)
+        loader = Loader(connect, args.seed, args.pace)
         loader.start()
         rng = random.Random(args.seed + 1)
+        later = [] if args.later else ["--no-later"]
         deadline = time.monotonic() + args.seconds
         n = 0
         while time.monotonic() < deadline and loader.error is None:
             n += 1
             cmd = [sys.executable, "-m", "grex", "--kb", str(kb), "sync", "--quiet",
-                   "--log-file", str(kb / "logs" / "sync.log")]
+                   "--log-file", str(kb / "logs" / "sync.log"), *later]
             t0 = time.monotonic()
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, env=_env())
             kill = None
             if args.kill_every and n % args.kill_every == 0:
                 kill = signal.SIGTERM if (n // args.kill_every) % 2 else signal.SIGKILL
-                time.sleep(rng.uniform(0.3, 1.5))
+                _wait_running(kb, p)  # a kill during start-up tests nothing interesting
+                time.sleep(rng.uniform(0.0, 1.0))
                 if p.poll() is None:
                     p.send_signal(kill)
             elif args.overlap_every and n % args.overlap_every == 0:
                 time.sleep(0.4)
-                second = grex(kb, "sync", "--quiet", timeout=120)
+                second = grex(kb, "sync", "--quiet", *later, timeout=120)
                 results[f"overlap exit {second.returncode}"] += 1
             out, err = p.communicate(timeout=600)
             durations.append(time.monotonic() - t0)
             rc = p.returncode
-            label = {0: "ok", 75: "locked", 143: "sigterm (interrupted)",
+            label = {0: "ok", 75: "locked", 143: "sigterm: interrupted after a batch",
                      -9: "sigkill"}.get(rc, f"exit {rc}")
             results[label] += 1
             if rc == 0 and (out or err):
                 results["ok but printed (not quiet!)"] += 1
-            if rc not in (0, 75, 143, -9):
+            if rc not in (0, 75, 143, -9) or (rc == 0 and kill):
                 print(f"sync {n} exit {rc}: {err.strip()[:300]}", file=sys.stderr)
             time.sleep(args.interval)
         loader.stop.set()
@@ -206,18 +227,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"loader failed: {loader.error!r}", file=sys.stderr)
         status_before = json.loads(grex(kb, "status", "--json").stdout or "{}")
         doctor = grex(kb, "doctor", "--repair", "--no-server")
-        final = grex(kb, "sync", "--quiet")
+        final = grex(kb, "sync", "--quiet", *later, "--log-file", str(kb / "logs" / "sync.log"),
+                     timeout=3600)
         chosen, server_total = chosen_on_server(connect)
         import sqlite3
 
         db = sqlite3.connect(kb / "catalog.sqlite")
         in_kb = {r[0] for r in db.execute("SELECT message_id FROM messages")}
+        runs_recorded = dict(db.execute("SELECT result, count(*) FROM runs GROUP BY result"))
         db.close()
         check = grex(kb, "doctor", "--no-server")
+        status_after = json.loads(grex(kb, "status", "--json").stdout or "{}")
         missing, extra = chosen - in_kb, in_kb - chosen
         last_before = (status_before.get("last_sync") or {}).get("result")
         report = {
             "seconds": args.seconds,
+            "later_stages_in_every_sync": args.later,
             "syncs": n,
             "sync_results": dict(results),
             "sync_seconds_p50": round(sorted(durations)[len(durations) // 2], 2)
@@ -233,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             "doctor_repair": [ln for ln in doctor.stdout.splitlines() if "repaired" in ln],
             "final_sync_exit": final.returncode,
             "doctor_after_exit": check.returncode,
+            "index_after": (status_after.get("index") or {}).get("detail"),
+            "runs_recorded": runs_recorded,
         }
         print(json.dumps(report, indent=2))
         if missing:

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures_imap",
     "tests.fixtures_search",
     "tests.fixtures_export",
+    "tests.fixtures_extract",
 ]

@@ -5,7 +5,6 @@ HTTP server that counts every request made to it (the "remote" image points ther
 from __future__ import annotations
 
 import http.server
-import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from grex import pipeline, store
 from grex.config import load_config
+from tests.corpora import corpus
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -26,23 +26,6 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 HOSTILE_ID = "hostile-1@attacker.example"
 HOSTILE_ATTACHMENT = b"<html><script>alert('attachment')</script></html>"
 
-
-def corpora_dir() -> Path | None:
-    """GREX_CORPORA, else <repo>/../shared/corpora, else /work/shared/corpora."""
-    candidates = [os.environ.get("GREX_CORPORA", ""),
-                  str(Path(__file__).resolve().parents[1].parent / "shared" / "corpora"),
-                  "/work/shared/corpora"]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
-    return None
-
-
-def corpus(name: str) -> Path:
-    base = corpora_dir()
-    if base is None or not (base / name).is_dir():
-        pytest.skip(f"corpus {name} not found (set GREX_CORPORA or put it in ../shared/corpora)")
-    return base / name
 
 
 class CountingServer:
@@ -122,7 +105,8 @@ def counting_server() -> Iterator[CountingServer]:
 @pytest.fixture(scope="session")
 def notmuch_kb(tmp_path_factory: pytest.TempPathFactory,
                counting_server: CountingServer) -> Iterator[tuple[store.KB, Path]]:
-    """notmuch-default plus the hostile message, imported with grex's importer."""
+    """notmuch-default plus the hostile message, imported with grex's importer, with
+    extraction run (so it loads the spaCy model: tests using it are marked nlp)."""
     src = corpus("notmuch-default") / "maildir"
     root = tmp_path_factory.mktemp("export-kb")
     extra = root / "extra"
@@ -133,7 +117,10 @@ def notmuch_kb(tmp_path_factory: pytest.TempPathFactory,
     config = load_config(kb.path, {})
     with kb.writer_lock():
         report = pipeline.import_paths(kb, conn, config, [src, extra])
+        # the real extraction stage (spaCy), so pages have topics, entities, key phrases
+        stages = pipeline.run_later_stages(kb, conn, config, only=["extract"])
     assert report.added == 53, report
+    assert [s.skipped for s in stages.stages] == [""], stages
     conn.close()
     yield kb, root
 

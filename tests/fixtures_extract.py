@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -14,26 +13,14 @@ import pytest
 from grex import store
 from grex.models import Location, RawMessage
 from grex.parse import parse_message
+from tests.corpora import corpus
 
 BASE = datetime(2024, 3, 4, 9, 0, tzinfo=UTC)
 
 
-def _corpora() -> Path | None:
-    for c in (os.environ.get("GREX_CORPORA"),
-              Path(__file__).resolve().parents[1].parent / "shared" / "corpora",
-              Path("/work/shared/corpora")):
-        if c and Path(c).is_dir():
-            return Path(c)
-    return None
-
-
-CORPORA = _corpora()
-
-
 def corpus_or_skip(name: str) -> Path:
-    if CORPORA is None or not (CORPORA / name).exists():
-        pytest.skip(f"shared corpus {name} is absent (set GREX_CORPORA)")
-    return CORPORA
+    """The corpora folder holding ``name`` (skips the test when the corpora are absent)."""
+    return corpus(name).parent
 
 
 def mail(n: int, subject: str, body: str, sender: str, to: str, cc: str = "",
@@ -67,7 +54,8 @@ FIXTURE_MAILS: list[dict[str, Any]] = [
         "Thanks,\nKerry\n")),
     dict(subject="Re: Postgres replication lag", sender=RAJ, to=KERRY, reply=0, body=(
         "Thanks Kerry. Does the database failover still work with the new replication "
-        "settings?\n\nRaj\n\n> The Postgres replication lag on the reporting database\n")),
+        "settings? I copied kerry.mcguire@acme-widgets.com on the runbook request.\n\nRaj\n\n"
+        "> The Postgres replication lag on the reporting database\n")),
     dict(subject="Re: Postgres replication lag", sender=KERRY, to=RAJ, reply=1, body=(
         "Yes: I tested the database failover on Tuesday. The replica promoted in 12 seconds and "
         "the connection pool reconnected. Kerry McGuire will document the failover runbook "

@@ -8,12 +8,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from tests.fixtures_export import HOSTILE_ID, CountingServer, corpus
 
 from grex import store
 from grex.export.text import thread_slug
+from tests.corpora import corpus
+from tests.fixtures_export import HOSTILE_ID, CountingServer
 
-pytestmark = [pytest.mark.browser, pytest.mark.corpus]
+pytestmark = [pytest.mark.browser, pytest.mark.corpus, pytest.mark.nlp]
 
 
 def url(site: Path, rel: str) -> str:
@@ -48,6 +49,25 @@ def test_search_from_prefix_finds_exactly_notmuchs_threads(exported_site: Path, 
     found = set(result_hrefs(page))
     assert found == expected_threads(query)
     assert page.input_value("#q") == query
+
+
+# exact agreement where the site's model matches notmuch's (it indexes new text only, not
+# quotes, and has no word positions, so "pkg-config" style phrases can differ)
+@pytest.mark.parametrize("query", ["subject:PATCH", 'subject:"notmuch help"', "accentué"])
+def test_search_matches_notmuch(exported_site: Path, page: Any, query: str) -> None:
+    page.goto(url(exported_site, "search.html?q=" + quote(query)))
+    assert set(result_hrefs(page)) == expected_threads(query)
+
+
+def test_search_folds_accents_and_filters_dates(exported_site: Path, page: Any) -> None:
+    page.goto(url(exported_site, "search.html?q=accentue"))
+    assert set(result_hrefs(page)) == expected_threads("accentué")
+    # date: a thread active that day (notmuch counts threads with a message that day)
+    page.goto(url(exported_site, "search.html?q=" + quote("date:2009-11-17")))
+    found = set(result_hrefs(page))
+    assert expected_threads("date:2009-11-17..2009-11-17") <= found
+    page.goto(url(exported_site, "search.html?q=" + quote("date:2010-12")))
+    assert len(result_hrefs(page)) == 2
 
 
 def test_search_words_find_the_right_threads(exported_site: Path, page: Any) -> None:
@@ -99,15 +119,25 @@ def test_navigate_thread_person_org_topic_and_back(exported_site: Path, page: An
     assert page.locator("h1").inner_text().endswith("cworth.org")
     page.go_back()
     assert "/p/" in page.url
-    # person -> topic, when extraction ran (each topic page lists threads)
-    topics = page.locator("section[aria-labelledby=knows-h] ul.tags a")
-    if topics.count():
-        label = topics.first.inner_text()
-        topics.first.click()
-        assert "/topic/" in page.url
-        assert label in page.locator("h1").inner_text()
-        assert page.locator("ol.threads li").count() >= 1
-        page.go_back()
+    # person -> topic (extraction ran) -> a thread of that topic -> back, back
+    topics = page.locator("section[aria-labelledby=knows-h] ul.tags a[href*='topic/']")
+    assert topics.count() >= 1
+    label = topics.first.inner_text()
+    topics.first.click()
+    assert "/topic/" in page.url
+    topic_url = page.url
+    assert label in page.locator("h1").inner_text()
+    assert page.locator("ol.threads li").count() >= 1
+    experts = page.locator("section[aria-labelledby=who-h] a").all_inner_texts()
+    assert "Carl Worth" in experts  # who knows about it
+    page.click("ol.threads a.subject >> nth=0")
+    assert "/t/" in page.url
+    assert page.locator(f"aside a[href$='{topic_url.rsplit('/', 2)[-2]}/"
+                        f"{topic_url.rsplit('/', 1)[-1]}']").count() == 1
+    page.go_back()
+    assert page.url == topic_url
+    page.go_back()
+    assert "/p/" in page.url
     page.go_back()
     assert page.url == thread_url
 

@@ -10,19 +10,19 @@ import subprocess
 import sys
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from tests.fixtures_export import HOSTILE_ATTACHMENT, HOSTILE_ID, corpus
 
 from grex import pipeline, store
 from grex.config import load_config
 from grex.errors import ExportError
-from grex.export import ExportOptions, export_html, publish
-from grex.export.publish import MANIFEST, _lock, live_version, versions_dir
-from grex.export.searchindex import decode_postings, encode_postings
+from grex.export import ExportOptions, export_html
+from grex.export.publish import MANIFEST, _lock, live_version, publish, versions_dir
+from grex.export.searchindex import decode_postings, encode_postings, shard_file
 from grex.export.text import (
     email_html,
     redact,
@@ -31,6 +31,8 @@ from grex.export.text import (
     thread_slug,
     tokens,
 )
+from tests.corpora import corpus
+from tests.fixtures_export import HOSTILE_ATTACHMENT, HOSTILE_ID
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,6 +106,7 @@ def _pages(site: Path) -> list[Path]:
 
 
 @pytest.mark.corpus
+@pytest.mark.nlp
 def test_no_page_carries_markup_from_mail(exported_site: Path) -> None:
     pages = _pages(exported_site)
     assert len(pages) > 50
@@ -129,6 +132,7 @@ def test_no_page_carries_markup_from_mail(exported_site: Path) -> None:
 
 
 @pytest.mark.corpus
+@pytest.mark.nlp
 def test_thread_page_shows_reply_order_quotes_signatures(exported_site: Path,
                                                          notmuch_kb: tuple[store.KB, Path]) -> None:
     kb, _ = notmuch_kb
@@ -151,6 +155,7 @@ def test_thread_page_shows_reply_order_quotes_signatures(exported_site: Path,
 
 
 @pytest.mark.corpus
+@pytest.mark.nlp
 def test_attachments_only_with_the_flag(exported_site: Path, notmuch_kb: tuple[store.KB, Path],
                                         tmp_path: Path) -> None:
     kb, _ = notmuch_kb
@@ -167,6 +172,7 @@ def test_attachments_only_with_the_flag(exported_site: Path, notmuch_kb: tuple[s
 
 
 @pytest.mark.corpus
+@pytest.mark.nlp
 def test_feed_sitemap_and_search_index(exported_site: Path, notmuch_kb: tuple[store.KB, Path],
                                        tmp_path: Path) -> None:
     atom = "{http://www.w3.org/2005/Atom}"
@@ -186,15 +192,31 @@ def test_feed_sitemap_and_search_index(exported_site: Path, notmuch_kb: tuple[st
     sm = ET.parse(tmp_path / "s" / "sitemap.xml").getroot()
     assert all(e.text.startswith("https://kb.example/x/")
                for e in sm.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc"))
-    # the index script is one assignment; nothing in it can close a script element
-    js = (exported_site / "assets/search-index.js").read_text("utf-8")
-    assert js.startswith("window.GREX_SEARCH={") and "</" not in js
-    data = json.loads(js[len("window.GREX_SEARCH="):].rstrip().rstrip(";"))
-    assert len(data["docs"]) == 25
-    terms, posts = data["text"]
-    assert terms == sorted(terms)
+    # the index: meta.js assigns one global, each shard is one call; none can close a script
+    search = exported_site / "assets" / "search"
+    for f in search.iterdir():
+        js = f.read_text("utf-8")
+        assert "</" not in js and js.count("\n") == 1, f
+    meta = _js_value((search / "meta.js").read_text("utf-8"), "window.GREX_SEARCH=")
+    assert meta["n"] == 25 and meta["v"] == 2
+    docs = [row for i in range(0, 25, meta["chunk"])
+            for row in _js_call(search / f"docs-{i // meta['chunk']}.js")[2]]
+    keylen = meta["shards"]["text"][0]
+    _, key, (terms, posts) = _js_call(search / shard_file("text", "zyzzyva"[:keylen]))
+    assert terms == sorted(terms) and all(t.startswith(key) for t in terms)
     zy = decode_postings(posts[terms.index("zyzzyva")])
-    assert [data["docs"][d][0] for d in zy] == [f"t/{thread_slug(HOSTILE_ID)}.html"]
+    assert [docs[d][0] for d in zy] == [thread_slug(HOSTILE_ID)]
+
+
+def _js_value(text: str, prefix: str) -> dict:  # type: ignore[type-arg]
+    assert text.startswith(prefix) and text.endswith(";\n")
+    return json.loads(text[len(prefix):-2])  # type: ignore[no-any-return]
+
+
+def _js_call(path: Path) -> list:  # type: ignore[type-arg]
+    text = path.read_text("utf-8")
+    assert text.startswith("GREX_SEARCH_LOAD(") and text.endswith(");\n")
+    return json.loads("[" + text[len("GREX_SEARCH_LOAD("):-3] + "]")  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- KBs of our own
@@ -243,6 +265,13 @@ def test_redact_masks_addresses_everywhere(tmp_path: Path) -> None:
     assert seen_mask
     # names stay, so people remain findable
     assert "Carl Worth" in (tmp_path / "site" / "people.html").read_text("utf-8")
+    # person pages can't be matched to a guessed address, and keep their names next time
+    from grex.export.text import person_slug
+
+    pages = {p.name for p in (tmp_path / "site" / "p").iterdir()}
+    assert f"{person_slug('cworth@cworth.org')}.html" not in pages
+    again = _export(kb, tmp_path / "site", redact=True)
+    assert not again.swapped and pages == {p.name for p in (tmp_path / "site" / "p").iterdir()}
 
 
 @pytest.mark.corpus
@@ -307,7 +336,10 @@ def test_incremental_rewrites_only_changed_pages(tmp_path: Path) -> None:
     old = json.loads((v1 / MANIFEST).read_text())["files"]
     new = json.loads((v2 / MANIFEST).read_text())["files"]
     changed = {k for k in new if old.get(k) != new[k]}
-    assert thread_page in changed and "assets/search-index.js" in changed
+    assert thread_page in changed
+    zebra = [k for k in changed if k.startswith("assets/search/text-z")]
+    assert zebra, changed  # the shard that holds "zebrafish"
+    assert "assets/search/docs-0.js" in changed  # the thread's message count
     assert "assets/site.css" not in changed
     for rel in set(new) - changed:  # unchanged files were linked, not rewritten
         assert os.stat(v1 / rel).st_ino == os.stat(v2 / rel).st_ino, rel
@@ -467,12 +499,13 @@ def test_only_exports_the_threads_a_query_matches(tmp_path: Path) -> None:
     assert report.threads == len(expected) == 11
     assert {p.name for p in (tmp_path / "site" / "t").iterdir()} == expected
     # nothing from the other threads: not in the search index, not on the home page
-    index = (tmp_path / "site" / "assets" / "search-index.js").read_text("utf-8")
-    assert "Essai accentu" not in index
+    for f in (tmp_path / "site" / "assets" / "search").iterdir():
+        assert "Essai accentu" not in f.read_text("utf-8")
     assert "Essai accentu" not in (tmp_path / "site" / "index.html").read_text("utf-8")
 
 
 @pytest.mark.corpus
+@pytest.mark.nlp
 def test_import_refreshes_the_configured_site(tmp_path: Path) -> None:
     """With [export] html_dir set, `grex import` ends with the export stage."""
     kb = store.KB.init(tmp_path / "kb")
@@ -491,3 +524,46 @@ def test_import_refreshes_the_configured_site(tmp_path: Path) -> None:
     conn = kb.connect(readonly=True)
     assert store.get_cursor(conn, "export") == store.last_seq(conn) > 0
     conn.close()
+
+
+def test_knowledge_from_extraction() -> None:
+    from grex.export.run import knowledge_from
+
+    k = knowledge_from({
+        "entities": [
+            {"text": "Carl Worth", "label": "PERSON", "key": "person:cworth@cworth.org"},
+            {"text": "x@y.org", "label": "EMAIL", "key": "EMAIL:x@y.org"},
+            {"text": "Xapian", "label": "ORG", "key": "ORG:xapian"},
+        ],
+        "keyphrases": ["search term", "open files"],
+        "topics": [{"id": 0, "label": "emacs / mail", "weight": 0.15},
+                   {"id": 3, "label": "notmuch / patch", "weight": 0.55},
+                   {"id": 1, "label": "build / make", "weight": 0.30}],
+    })
+    assert [(t.key, t.label) for t in k.topics] == [("3", "notmuch / patch"),
+                                                    ("1", "build / make")]
+    assert [(e.label, e.kind, e.addr) for e in k.entities] == [
+        ("Carl Worth", "PERSON", "cworth@cworth.org"), ("Xapian", "ORG", "")]
+    assert k.keyphrases == ("search term", "open files")
+    assert knowledge_from(None).topics == ()
+
+
+def test_pages_with_unchanged_inputs_are_not_rendered(tmp_path: Path) -> None:
+    from grex.export.publish import Pending
+
+    out = tmp_path / "site"
+    calls: list[str] = []
+
+    def render(body: bytes) -> Callable[[], bytes]:
+        def run() -> bytes:
+            calls.append(body.decode())
+            return body
+        return run
+
+    publish(out, [("t/a.html", Pending("in-a", render(b"A"))), ("index.html", b"home")])
+    assert calls == ["A"]
+    r = publish(out, [("t/a.html", Pending("in-a", render(b"A2"))), ("index.html", b"home")])
+    assert calls == ["A"] and not r.swapped  # same inputs: linked, never rendered
+    r = publish(out, [("t/a.html", Pending("in-b", render(b"B"))), ("index.html", b"home")])
+    assert calls == ["A", "B"] and r.written == 1
+    assert (out / "t" / "a.html").read_bytes() == b"B"

@@ -1,8 +1,9 @@
 """Quality floors on the shared corpora, a little under what scripts/eval_nlp.py measures.
 
 Skipped when ../shared/corpora is absent. Measured (scripts/eval_nlp.py, all 36 threads):
-PER P 0.943 R 0.932 F1 0.937; ORG F1 0.520; LOC F1 0.587 (plain en_core_web_sm: PER P 0.941
-F1 0.841, ORG 0.368, LOC 0.291). Topics: NMI 0.553 on the seed-42 sample (NMF(20) 0.43).
+PER P 0.951 R 0.932 F1 0.941; ORG F1 0.537; LOC F1 0.634 (plain en_core_web_sm: PER P 0.941
+F1 0.841, ORG 0.368, LOC 0.291). Topics: NMI 0.605
+on the seed-42 sample (NMF(20) on raw posts 0.38).
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import pytest
 
 from grex.extract.analyze import analyze_text
 from grex.extract.evaluation import load_20news_sample, load_enron, score_entities
-from tests.fixtures_extract import corpus_or_skip, nlp_model  # noqa: F401
+from tests.fixtures_extract import corpus_or_skip
 
 pytestmark = [pytest.mark.nlp, pytest.mark.corpus]
 
 
 @pytest.fixture(scope="module")
-def entity_scores(nlp_model):  # type: ignore[no-untyped-def]  # noqa: F811
+def entity_scores(nlp_model):  # type: ignore[no-untyped-def]
     docs = load_enron(corpus_or_skip("enron-emailcoref-ner-train"))
     return score_entities(docs, lambda text: [(e.start, e.end, e.label) for e in
                                               analyze_text(nlp_model, text).entities])
@@ -26,12 +27,12 @@ def entity_scores(nlp_model):  # type: ignore[no-untyped-def]  # noqa: F811
 def test_person_floor_without_losing_precision(entity_scores) -> None:  # type: ignore[no-untyped-def]
     per = entity_scores["PER"]
     assert per.f1 >= 0.92
-    assert per.precision >= 0.93  # plain en_core_web_sm: 0.941
+    assert per.precision >= 0.94  # plain en_core_web_sm: 0.941
 
 
 def test_org_and_loc_floors(entity_scores) -> None:  # type: ignore[no-untyped-def]
     assert entity_scores["ORG"].f1 >= 0.50
-    assert entity_scores["LOC"].f1 >= 0.55
+    assert entity_scores["LOC"].f1 >= 0.60
 
 
 @pytest.mark.slow
@@ -45,7 +46,36 @@ def test_topic_nmi_floor() -> None:
     docs = []
     for _, _, data in rows:
         m = parse_message(data)
-        docs.append(f"{m.subject}\n{m.body.new}")
+        docs.append(topics.thread_document(m.subject, [(m.message_id, m.body.new,
+                                                        m.body.quoted, m.parent_candidates)]))
     model = topics.fit(docs, k=20)
     strongest = [a[0][0] if a else -1 for a in model.assign(docs)]
-    assert normalized_mutual_info_score([g for _, g, _ in rows], strongest) >= 0.52
+    assert normalized_mutual_info_score([g for _, g, _ in rows], strongest) >= 0.58
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["spamassassin-testdata", "mailparser-testmails",
+                                  "cpython-email-testdata"])
+def test_odd_real_mail_analyses_cleanly(nlp_model, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Charsets, HTML-only mail, broken MIME: every parsable message gets an analysis whose
+    offsets point into its new text (the run must not stop on any of them)."""
+    from grex.errors import GrexError
+    from grex.extract.analyze import analyze_texts
+    from grex.extract.records import Seeds
+    from grex.parse import parse_message
+
+    root = corpus_or_skip(name) / name
+    texts = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.stat().st_size < 2e6):
+        try:
+            m = parse_message(path.read_bytes())
+        except GrexError:
+            continue
+        texts.append((m.body.new, Seeds(tuple(a.name for a in m.participants if a.name),
+                                        tuple(a.addr for a in m.participants if a.addr))))
+    assert len(texts) >= 10
+    results = list(analyze_texts(nlp_model, texts, n_process=1))
+    assert len(results) == len(texts)
+    for (text, _), a in zip(texts, results, strict=True):
+        for e in a.entities:
+            assert text[e.start:e.end] == e.text

@@ -3,10 +3,12 @@ systemd-analyze when it is installed."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,11 +81,12 @@ def test_every_rejects_uneven_or_unknown_intervals(text: str) -> None:
 def test_environment_keeps_grex_settings_and_drops_secrets() -> None:
     env = {"PATH": "/opt/bin:/usr/bin", "GREX_IMAP_HOST": "127.0.0.1", "GREX_IMAP_PORT": "1993",
            "GREX_IMAP_PASSWORD": "hunter2", "GREX_API_TOKEN": "t0k", "HOME": "/root",
-           "GREX_CRONTAB": "crontab -u x"}
+           "GREX_CRONTAB": "crontab -u x", "GREX_TEST_KILL_AT": "saved"}
     out = cron.sync_environment(env)
     assert out["PATH"] == "/opt/bin:/usr/bin"
     assert out["GREX_IMAP_HOST"] == "127.0.0.1" and out["GREX_IMAP_PORT"] == "1993"
-    assert not {"GREX_IMAP_PASSWORD", "GREX_API_TOKEN", "HOME", "GREX_CRONTAB"} & set(out)
+    assert not {"GREX_IMAP_PASSWORD", "GREX_API_TOKEN", "HOME", "GREX_CRONTAB",
+                "GREX_TEST_KILL_AT"} & set(out)
     line = cron.cron_command(Path("/srv/kb 1"), env)
     assert "hunter2" not in line and "t0k" not in line
     assert "'/srv/kb 1'" in line and "sync --quiet --log-file '/srv/kb 1/logs/sync.log'" in line
@@ -155,3 +158,44 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         assert p.returncode == 0, p.stderr
     assert cron.systemd_remove(kb, unit_dir) == paths
     assert not any(unit_dir.iterdir())
+
+
+def test_cli_install_show_remove(crontab_env: dict[str, str], tmp_path: Path) -> None:
+    """`grex cron ...` as a user types it, against the real crontab."""
+    repo = Path(__file__).resolve().parents[1]
+    kb = tmp_path / "kb"
+
+    def grex(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in crontab_env.items() if not k.startswith("GREX_")}
+        env.update(GREX_CRONTAB=crontab_env["GREX_CRONTAB"], GREX_IMAP_PASSWORD="s3cret-pw",
+                   GREX_NLP_MODEL="en_core_web_sm")
+        return subprocess.run([sys.executable, "-m", "grex", "--kb", str(kb), *args],
+                              capture_output=True, text=True, env=env, cwd=repo, timeout=60)
+
+    _set_crontab(crontab_env, "")
+    missing = grex("cron", "install")
+    assert missing.returncode == 1 and "no knowledge base" in missing.stderr
+    assert grex("init").returncode == 0
+    (kb / "grex.toml").write_text('[[accounts]]\nname = "w"\nhost = "127.0.0.1"\n')
+    p = grex("cron", "install", "--every", "30m")
+    assert p.returncode == 0, p.stderr
+    assert "Installed: grex sync every 30m" in p.stdout
+    assert "account 'w' has no password_command" in p.stdout  # cron won't have the env secret
+    assert grex("cron", "install", "--every", "30m").stdout.startswith("Already installed")
+    text = _crontab_l(crontab_env)
+    assert "s3cret-pw" not in text and "GREX_NLP_MODEL=en_core_web_sm" in text
+    assert f"--kb {kb} sync --quiet --log-file {kb}/logs/sync.log" in text
+    shown = grex("cron", "show", "--json")
+    assert json.loads(shown.stdout)["block"] == cron.blocks(text)[0]
+    bad = grex("cron", "install", "--every", "7m")
+    assert bad.returncode == 78 and "divide" in bad.stderr
+    assert grex("cron", "remove").stdout.startswith("Removed")
+    assert _crontab_l(crontab_env) == ""
+    gone = grex("cron", "show")
+    assert gone.returncode == 1 and "no grex schedule" in gone.stderr
+    units = tmp_path / "units"
+    s = grex("cron", "install", "--systemd", "--unit-dir", str(units), "--every", "1h")
+    assert s.returncode == 0 and "systemctl --user enable --now grex-sync-kb-" in s.stdout
+    assert len(list(units.iterdir())) == 2
+    assert grex("cron", "remove", "--systemd", "--unit-dir", str(units)).returncode == 0
+    assert not list(units.iterdir())

@@ -3,6 +3,7 @@ files both ways, the runs table, and the exit-code documentation."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -195,3 +196,82 @@ def test_exit_code_doc_matches_errors() -> None:
         "docs/exit-codes.md is stale: python -m grex.ops exit-codes > docs/exit-codes.md")
     for code, name, _ in ops.exit_code_table():
         assert f"| {code} |" in doc and (name == "-" or f"`{name}`" in doc)
+
+
+def test_forked_worker_of_a_killed_writer_does_not_keep_the_lock(kb: store.KB) -> None:
+    """Worker pools fork during a sync; after SIGKILL of the sync its orphaned workers must
+    not hold the KB lock (they'd share the flock'd file), and SIGTERM must still end them."""
+    script = """
+import os, sys, time
+from grex import ops, store
+kb = store.KB.open(sys.argv[1])
+with ops.writer(kb, wait=False, command="grex sync"):
+    child = os.fork()
+    if child == 0:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # don't keep the test's pipe open
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(kb.path)], text=True,
+                            stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    try:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert ops.pid_alive(child)
+        state = ops.lock_state(kb)
+        assert not state.held and state.stale
+        with ops.writer(kb, wait=False, command="grex sync"):  # the next sync gets the lock
+            pass
+        os.kill(child, signal.SIGTERM)  # the inherited SIGTERM handler must not swallow it
+        _wait_gone(child)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+def _wait_gone(pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while ops.pid_alive(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still alive"
+        time.sleep(0.05)
+
+
+def test_sigterm_while_queued_for_the_lock_stops_at_once(kb: store.KB) -> None:
+    holder = _start_holder(kb)
+    try:
+        waiter = subprocess.Popen(
+            [sys.executable, "-m", "grex", "--kb", str(kb.path), "sync", "--wait",
+             "--no-later"], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+        deadline = time.monotonic() + 60
+        while not any(p != holder.pid for p in _lock_waiters(kb)):
+            assert time.monotonic() < deadline and waiter.poll() is None, waiter.stderr
+            time.sleep(0.05)
+        waiter.send_signal(signal.SIGTERM)
+        _out, err = waiter.communicate(timeout=30)
+        assert waiter.returncode == 143 and "before the run started" in err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.communicate()
+    conn = kb.connect()
+    assert [r.command for r in ops.recent_runs(conn)] == ["grex sync"]  # the holder's only
+    conn.close()
+
+
+def _lock_waiters(kb: store.KB) -> set[int]:
+    """Pids that have the KB's lock file open (the holder and anyone queueing for it)."""
+    pids = set()
+    want = kb.lock_path.stat().st_ino
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (d / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if fd.stat().st_ino == want:
+                        pids.add(int(d.name))
+    return pids

@@ -28,10 +28,10 @@ from tests.fixtures_imap import REPO, ImapUser, grex_cli, kb_state, write_accoun
 pytestmark = [pytest.mark.imap, pytest.mark.slow]
 
 SHARE = "grex-share"
-N = 2400  # several fetch batches of 500
+N = 1200  # three fetch batches (500 a batch): a sync is caught between them with margin
 
 
-def _bulk(user: ImapUser, n: int, prefix: str, size: int = 6000) -> set[str]:
+def _bulk(user: ImapUser, n: int, prefix: str, size: int = 1500) -> set[str]:
     """MULTIAPPEND n shared messages of ~size bytes; returns their Message-IDs."""
     ids = set()
     msgs = []
@@ -71,8 +71,8 @@ def _count(kb: Path) -> int:
 def _popen_sync(kb: Path, *args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GREX_")}
     return subprocess.Popen([sys.executable, "-m", "grex", "--kb", str(kb), "sync", "--quiet",
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=REPO)
+                             "--no-later", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
 
 def _wait_for(pred, timeout: float = 60, every: float = 0.005) -> None:
@@ -83,12 +83,12 @@ def _wait_for(pred, timeout: float = 60, every: float = 0.005) -> None:
         time.sleep(every)
 
 
-def _stop_midway(kb: Path, proc: subprocess.Popen[str], total: int) -> int:
+def _stop_midway(kb: Path, proc: subprocess.Popen[str], total: int, before: int = 0) -> int:
     """Pause the sync once its first batch is committed; returns the count at that point."""
-    _wait_for(lambda: _count(kb) > 0 or proc.poll() is not None)
+    _wait_for(lambda: _count(kb) > before or proc.poll() is not None)
     proc.send_signal(signal.SIGSTOP)
     n = _count(kb)
-    assert proc.poll() is None and 0 < n < total, f"the sync was not midway ({n}/{total})"
+    assert proc.poll() is None and before < n < total, f"the sync was not midway ({n}/{total})"
     return n
 
 
@@ -114,7 +114,7 @@ def test_two_syncs_at_once_one_runs_other_exits_75(loaded, tmp_path: Path) -> No
     _stop_midway(kb, first, N)
     try:
         t0 = time.monotonic()
-        second = grex_cli(kb, "sync", "--quiet")
+        second = grex_cli(kb, "sync", "--quiet", "--no-later")
         refused_in = time.monotonic() - t0
         assert second.returncode == 75, second.stderr
         assert second.stdout == ""
@@ -195,7 +195,8 @@ def test_signal_midway_then_status_doctor_and_next_sync_complete_it(
     if sig == signal.SIGKILL:
         assert "record cleared [repaired]" in repair.stdout
         assert "closed as killed [repaired]" in repair.stdout
-    again = grex_cli(kb, "sync", "--quiet", "--log-file", str(kb / "logs" / "sync.log"))
+    again = grex_cli(kb, "sync", "--quiet", "--no-later",
+                     "--log-file", str(kb / "logs" / "sync.log"))
     assert again.returncode == 0 and again.stdout == "" and again.stderr == "", again.stderr
     assert _mids(kb) == ids  # completed: nothing missing, nothing twice
     _consistent(kb)
@@ -274,3 +275,41 @@ def test_log_file_rotates_by_size(tmp_path: Path) -> None:
     assert files == ["sync.log", "sync.log.1", "sync.log.2", "sync.log.3"]
     assert all(p.stat().st_size <= 2200 for p in path.parent.iterdir())
     assert "line 199" in path.read_text()
+
+
+@pytest.mark.nlp
+def test_search_during_a_sync_and_site_refreshed_by_sync(imap_server, tmp_path: Path) -> None:
+    """A full sync (extract, index, export with [export] html_dir) then, while a second sync
+    holds the lock, `grex search` answers at once from the last committed index."""
+    user = imap_server.new_user("srch")
+    first = {user.deliver(subject=f"quokka migration {i}", body="the quokka plan\n",
+                          keywords=(SHARE,)) for i in range(3)}
+    kb = write_accounts(tmp_path / "kb", [user.account(whole_thread=False)])
+    with (kb / "grex.toml").open("a") as f:
+        f.write('[export]\nhtml_dir = "site-out"\n')
+    p = grex_cli(kb, "sync", "--quiet", timeout=600)
+    assert p.returncode == 0 and p.stdout == "" and p.stderr == "", p.stderr
+    st = json.loads(grex_cli(kb, "status", "--json").stdout)
+    assert st["site"]["html_dir"] == str(kb / "site-out") and st["site"]["refreshed_at"]
+    assert st["site"]["pages"] and (kb / "site-out" / "index.html").exists()
+    assert st["index"]["ok"] and st["index"]["documents"] == 3
+    assert st["counts"]["people"] is not None  # extraction ran
+
+    _bulk(user, N, "more")
+    busy = _popen_sync(kb)
+    _stop_midway(kb, busy, N + 3, before=3)
+    try:
+        t0 = time.monotonic()
+        s = grex_cli(kb, "search", "quokka", "--json")
+        assert s.returncode == 0, s.stderr
+        assert time.monotonic() - t0 < 30  # never waits for the writer
+        hits = json.loads(s.stdout)
+        found = {m for h in hits["hits"] for m in h["message_ids"]}
+        assert found == first
+        st = json.loads(grex_cli(kb, "status", "--json").stdout)
+        assert st["lock"]["held"], st
+        assert st["index"]["ok"] and st["index"]["pending"] > 0, st["index"]
+    finally:
+        busy.send_signal(signal.SIGCONT)
+    assert busy.wait(300) == 0
+    busy.communicate()

@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> None:
         if code is not None:
             sys.exit(code)
     try:
-        app(args=args, prog_name="grex", standalone_mode=False)
+        # without standalone mode a typer.Exit(n) comes back as a return value
+        rc = app(args=args, prog_name="grex", standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except GrexError as e:
         if debug:
             raise

@@ -90,16 +90,19 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     ) -> None:
         """Who to ask: people ranked by how much they wrote about QUERY."""
+        from grex.extract import list_people
         from grex.extract import who as who_
 
         st = state(ctx)
         kb, conn, _ = st.open(readonly=True)
         people = who_(kb, conn, query, limit)
         if json_out:
+            works = {p["addr"]: p["works_with"] for p in list_people(conn)}
             emit_json([{"addr": p.addr, "name": p.name, "score": p.score,
                         "messages": p.messages, "threads": p.threads,
                         "topics": [{"id": i, "label": lab, "weight": w}
                                    for i, lab, w in p.topics],
+                        "works_with": works.get(p.addr, []),
                         "evidence": list(p.evidence)} for p in people])
             return
         if not people:

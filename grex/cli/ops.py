@@ -149,7 +149,8 @@ def _print_status(st: Any, s: gstatus.Status) -> None:
         say(st, "Index: search not installed")
     else:
         docs = f"{s.index.documents} documents, " if s.index.exists else ""
-        say(st, f"Index: {docs}{s.index.detail}" + ("" if s.index.ok else " [FAIL]"))
+        flag = "" if s.index.ok else (" [FAIL]" if s.index.exists else " [WARN]")
+        say(st, f"Index: {docs}{s.index.detail}{flag}")
     h = s.lock.holder
     if s.lock.held:
         say(st, "Lock: held by " + (f"`{h.command}` pid {h.pid} on {h.host} since {h.since}"

@@ -94,7 +94,9 @@ def register(app: typer.Typer) -> None:
                                    ("new", "updated", "removed", "quarantined", "fetched")})
                 run.check()
             if later and not dry_run:
-                stages = pipeline.run_later_stages(kb, conn, config, progress=progress)
+                stages = pipeline.run_later_stages(
+                    kb, conn, config, progress=progress,
+                    should_stop=(lambda: run.stop_requested) if run else None)
                 if run:
                     run.counts["stages"] = [s.name for s in stages.stages if not s.skipped]
                     run.check()

@@ -92,6 +92,7 @@ class BuildOptions:
     base_url: str = ""
     related_limit: int = 5
     entity_org_min_threads: int = 2
+    person_salt: str = ""  # with redact: person page names can't be matched to addresses
 
 
 def org_domain(addr: str) -> str:
@@ -170,7 +171,7 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
         key = _person_key(a)
         if key in person_refs:
             return person_refs[key]
-        slug = person_slug(key)
+        slug = person_slug(key, options.person_salt)
         href = f"p/{slug}.html" if key in people else ""
         ref = PersonRef(slug=slug, label=person_label(key, a), href=href)
         if key in people:
@@ -304,7 +305,9 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
                 continue
             seen_ent.add((label.lower(), e.kind))
             href = search_href(f'"{label}"')
-            if e.kind == "PERSON" and label.lower() in label_to_person:
+            if e.kind == "PERSON" and e.addr and e.addr in people:
+                href = pref(Address(e.label, e.addr)).href
+            elif e.kind == "PERSON" and label.lower() in label_to_person:
                 href = label_to_person[label.lower()].href
             elif e.kind == "ORG":
                 oslug = "e-" + slugify(e.label, fallback_key=e.label)
@@ -342,16 +345,16 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
             for other in sent:
                 if other != key:
                     acc.coworkers[other] += 1
-            for t in topics:
-                acc.topics[t.slug] += 1
+            for tref in topics:
+                acc.topics[tref.slug] += 1
             for k in keyphrases:
                 acc.keyphrases[k] += 1
-        for t in topics:
-            topic_threads[t.slug].append(slug)
-            topic_experts[t.slug].update(sent)
-            topic_keyphrases[t.slug].update(keyphrases)
+        for tref in topics:
+            topic_threads[tref.slug].append(slug)
+            topic_experts[tref.slug].update(sent)
+            topic_keyphrases[tref.slug].update(keyphrases)
         # features for related threads (used when extraction gave none)
-        feats: list[tuple[str, float]] = [("t:" + t.slug, 3.0) for t in topics]
+        feats: list[tuple[str, float]] = [("t:" + tref.slug, 3.0) for tref in topics]
         feats += [("k:" + k.lower(), 2.0) for k in keyphrases]
         feats += [("e:" + e.label.lower(), 1.0) for e in entities]
         feats += [("w:" + w, 1.0) for w in set(tokens(normalized_subject(refs[slug].subject)))]
@@ -458,8 +461,8 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
 
     # ---- timeline
     by_month: dict[str, list[str]] = defaultdict(list)
-    for p in final_pages:
-        by_month[p.ref.first_date.strftime("%Y-%m")].append(p.ref.slug)
+    for fp in final_pages:
+        by_month[fp.ref.first_date.strftime("%Y-%m")].append(fp.ref.slug)
     months = tuple(
         Month(
             key=k,
@@ -517,7 +520,7 @@ def _related(
             postings[f].append(slug)
     out: dict[str, list[str]] = {}
     for slug, feats in features.items():
-        scores: Counter[str] = Counter()
+        scores: dict[str, float] = defaultdict(float)
         for f, w in feats:
             post = postings[f]
             if len(post) > max_df:

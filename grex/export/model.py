@@ -25,6 +25,7 @@ class TopicTag:
 class EntityTag:
     label: str
     kind: str  # spaCy label: PERSON, ORG, GPE, PRODUCT, ...
+    addr: str = ""  # a PERSON known by address (from the headers)
 
 
 @dataclass(frozen=True, slots=True)

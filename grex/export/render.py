@@ -8,17 +8,23 @@ only the search page may run a script (the site's own two files).
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from itertools import groupby
+from pathlib import Path
 
 import jinja2
 
+from grex.export import build as build_module
+from grex.export import text as text_module
 from grex.export.build import search_href
 from grex.export.model import Count, Site
-from grex.export.searchindex import build_index, index_script
+from grex.export.publish import Pending
+from grex.export.searchindex import build_index
 from grex.export.text import digest, email_html, human_size, split_patch
 
 _CSP_BASE = (
@@ -65,11 +71,37 @@ def static_file(name: str) -> bytes:
     return (resources.files("grex") / "static" / name).read_bytes()
 
 
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """Everything besides the data that shapes a page: templates, the filters' code and
+    the versions of Jinja2 and nh3. Part of every page's inputs fingerprint."""
+    h = hashlib.sha256()
+    root = resources.files("grex") / "templates"
+    for name in sorted(p.name for p in root.iterdir()):
+        h.update(name.encode() + b"\0" + (root / name).read_bytes())
+    for mod in (sys.modules[__name__], text_module, build_module):
+        h.update(Path(mod.__file__ or "").read_bytes())
+    h.update(f"{_version('jinja2')} {_version('nh3')}".encode())
+    return h.hexdigest()
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:  # metadata missing: the fingerprint just changes less
+        return ""
+
+
 def render_site(site: Site, *, recent: int = 25,
-                feed_size: int = 50) -> Iterator[tuple[str, bytes]]:
+                feed_size: int = 50) -> Iterator[tuple[str, bytes | Pending]]:
     """Every file of the site (pages, feed, sitemaps, assets, search index), in a stable
-    order. Attachments are added by the caller."""
+    order. Pages made from one record (a thread, person, topic, organisation, month) come
+    as Pending: rendered only when their inputs changed. Attachments are added by the
+    caller."""
     env = environment()
+    shared = repr((code_digest(), site.title, site.redacted, site.base_url))
 
     def page(template: str, path: str, **ctx: object) -> tuple[str, bytes]:
         depth = path.count("/")
@@ -79,27 +111,37 @@ def render_site(site: Site, *, recent: int = 25,
         html = env.get_template(template).render(site=site, root="../" * depth, **ctx)
         return path, html.encode("utf-8")
 
+    def pending(template: str, path: str, **ctx: object) -> tuple[str, Pending]:
+        """For templates that use nothing of ``site`` but what ``shared`` holds."""
+        fingerprint = hashlib.sha256(
+            repr((shared, template, path, sorted(ctx.items()))).encode("utf-8", "surrogatepass")
+        ).hexdigest()
+        return path, Pending(fingerprint, lambda: page(template, path, **ctx)[1])
+
     for name in STATIC_FILES:
         yield f"assets/{name}", static_file(name)
-    yield "assets/search-index.js", index_script(build_index(site))
+    for name, data in build_index(site):
+        yield f"assets/search/{name}", data
 
     excerpts = {t.ref.slug: t.excerpt for t in site.threads[:recent]}
     yield page(
         "home.html", "index.html", recent=recent, excerpts=excerpts,
         top_topics=[Count(t.ref.href, t.ref.label, len(t.threads)) for t in site.topics[:15]],
         top_people=[Count(p.ref.href, p.ref.label, len(p.threads)) for p in site.people[:15]],
-        top_orgs=[Count(o.href, o.name, len(o.people) or len(o.threads)) for o in site.orgs[:10]],
+        top_orgs=[Count(o.href, o.name, len(o.people)) for o in sorted(
+            site.orgs, key=lambda o: (-len(o.people), -len(o.threads), o.name.lower()))[:10]
+            if o.people],
     )
     yield page("search.html", "search.html", csp=CSP_SEARCH, noindex=True)
 
     for t in site.threads:
-        yield page("thread.html", t.ref.href, t=t)
+        yield pending("thread.html", t.ref.href, t=t)
     for p in site.people:
-        yield page("person.html", p.ref.href, p=p, section="people")
+        yield pending("person.html", p.ref.href, p=p, section="people")
     for tp in site.topics:
-        yield page("topic.html", tp.ref.href, tp=tp, section="topics")
+        yield pending("topic.html", tp.ref.href, tp=tp, section="topics")
     for o in site.orgs:
-        yield page("org.html", o.href, o=o, section="orgs")
+        yield pending("org.html", o.href, o=o, section="orgs")
 
     yield page(
         "listing.html", "people.html", section="people", heading="People",
@@ -125,7 +167,7 @@ def render_site(site: Site, *, recent: int = 25,
     for i, m in enumerate(site.months):
         newer = site.months[i - 1] if i > 0 else None
         older = site.months[i + 1] if i + 1 < len(site.months) else None
-        yield page("month.html", m.href, m=m, newer=newer, older=older, section="timeline")
+        yield pending("month.html", m.href, m=m, newer=newer, older=older, section="timeline")
 
     yield page("sitemap.html", "sitemap.html")
     yield "feed.xml", env.get_template("feed.xml").render(

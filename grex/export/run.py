@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,7 +29,7 @@ from grex.export.model import (
     ThreadInput,
     TopicTag,
 )
-from grex.export.publish import publish
+from grex.export.publish import Pending, live_version, publish, versions_dir
 from grex.export.render import render_site
 from grex.export.text import safe_filename
 
@@ -54,6 +56,7 @@ class ExportReport:
     topics: int
     orgs: int
     files: int
+    pages: int  # HTML pages among the files
     written: int
     unchanged: int
     removed: int
@@ -77,7 +80,7 @@ class ExportReport:
 def _knowledge_reader(conn: sqlite3.Connection) -> tuple[Callable[[str], Knowledge], str]:
     """A function thread_id -> Knowledge, and a note when extraction is not available."""
     try:
-        from grex.extract import thread_knowledge  # type: ignore[attr-defined]
+        from grex.extract import thread_knowledge
     except ImportError:
         return (lambda _tid: Knowledge()), "extraction is not built in: no topics or entities"
 
@@ -107,36 +110,67 @@ def _label(v: Any, *keys: str) -> str:
     return ""
 
 
+# Entity kinds not worth a link: they are contact details (and --redact masks them anyway).
+_SKIP_KINDS = frozenset({"EMAIL", "PHONE", "URL", "CARDINAL", "ORDINAL", "QUANTITY", "PERCENT",
+                         "MONEY", "TIME", "DATE"})
+
+
+def _attr(v: Any, name: str) -> Any:
+    return v.get(name) if isinstance(v, Mapping) else getattr(v, name, None)
+
+
+def _weight(t: Any) -> float | None:
+    w = t[2] if isinstance(t, tuple | list) and len(t) > 2 else _attr(t, "weight")
+    return float(w) if isinstance(w, int | float) else None
+
+
+def _strong_topics(topics: list[Any], *, share: float = 0.25, most: int = 3) -> list[Any]:
+    """A thread's topics worth a link: extraction gives every thread a weight on every
+    topic (summing to 1); keep the strongest, and others with at least ``share``."""
+    weighted = [(w, t) for t in topics if (w := _weight(t)) is not None]
+    if len(weighted) != len(topics):
+        return topics[:most]
+    weighted.sort(key=lambda wt: -wt[0])
+    return [t for i, (w, t) in enumerate(weighted[:most]) if i == 0 or w >= share]
+
+
 def knowledge_from(data: Any) -> Knowledge:
-    """Extraction's ``thread_knowledge`` result (a mapping, or an object with the same
-    attributes) -> Knowledge. Unknown or missing parts are left empty."""
+    """Extraction's ``thread_knowledge`` result -> Knowledge. Accepts grex.extract's
+    ThreadKnowledge (entities with text/label/addr, keyphrases with text, topics as
+    (id, label, weight)) or the same shape as a mapping; missing parts stay empty."""
     if data is None:
         return Knowledge()
 
     def get(key: str) -> list[Any]:
-        v = data.get(key) if isinstance(data, Mapping) else getattr(data, key, None)
-        return list(v or [])
+        return list(_attr(data, key) or [])
 
     topics = []
-    for t in get("topics"):
-        label = _label(t, "label", "name", "title")
-        key = _label(t, "topic_id", "id", "key", "slug") or label
-        if label:
-            topics.append(TopicTag(key=str(key), label=label))
+    for t in _strong_topics(get("topics")):
+        if isinstance(t, tuple | list) and len(t) >= 2:
+            key, label = str(t[0]), str(t[1])
+        else:
+            label = _label(t, "label", "name", "title")
+            ident = next((v for v in (_attr(t, k) for k in ("id", "topic_id", "key", "slug"))
+                          if v is not None and not isinstance(t, str)), None)
+            key = str(ident) if ident is not None else label
+        if label.strip():
+            topics.append(TopicTag(key=key, label=label.strip()))
     entities = []
     for e in get("entities"):
-        label = _label(e, "text", "label", "name")
-        if isinstance(e, Mapping):
-            kind = str(e.get("kind") or e.get("label_") or e.get("type") or e.get("ent") or "")
-            if "text" in e and "label" in e and not e.get("kind"):
-                kind = str(e["label"])
-        elif isinstance(e, tuple | list) and len(e) > 1:
-            kind = str(e[1])
+        if isinstance(e, tuple | list):
+            text, kind, addr = (str(e[0]), str(e[1]) if len(e) > 1 else "", "")
         else:
-            kind = str(getattr(e, "kind", "") or getattr(e, "type", ""))
-        if label:
-            entities.append(EntityTag(label=label, kind=kind.upper()))
-    keyphrases = [k for k in (_label(k, "phrase", "text", "label") for k in get("keyphrases")) if k]
+            text = str(_attr(e, "text") or _attr(e, "name") or "")
+            kind = str(_attr(e, "label") or _attr(e, "kind") or _attr(e, "type") or "")
+            addr = str(_attr(e, "addr") or "")
+            key = str(_attr(e, "key") or "")
+            if not addr and key.startswith("person:") and "@" in key:
+                addr = key[len("person:"):]
+        kind = kind.upper()
+        if text.strip() and kind not in _SKIP_KINDS:
+            entities.append(EntityTag(label=text.strip(), kind=kind, addr=addr.lower()))
+    keyphrases = [k for k in (_label(k, "text", "phrase", "label") for k in get("keyphrases"))
+                  if k.strip()]
     related = [r for r in (_label(r, "root_message_id", "root") for r in get("related")) if r]
     return Knowledge(topics=tuple(topics), entities=tuple(entities),
                      keyphrases=tuple(keyphrases), related=tuple(related))
@@ -266,18 +300,37 @@ def _link_attachments(site: Site, payloads: Mapping[str, bytes]) -> tuple[Site, 
 # ---------------------------------------------------------------- the stage
 
 
+def site_salt(out_dir: Path) -> str:
+    """A random salt kept beside the site's versions (never served), created on first use:
+    redacted person pages stay at the same address from one export to the next."""
+    path = versions_dir(Path(os.path.abspath(out_dir))) / "salt"
+    try:
+        return path.read_text("ascii").strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    salt = secrets.token_hex(16)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(salt, "ascii")
+    os.replace(tmp, path)
+    return salt
+
+
 def export_html(kb: store.KB, conn: sqlite3.Connection, options: ExportOptions, *,
                 progress: Progress | None = None) -> ExportReport:
     """Export the KB (or the threads ``options.only`` matches) as a static site."""
     started = time.monotonic()
     notes: list[str] = []
+    live_version(Path(os.path.abspath(options.out_dir)))  # refuse a foreign OUT_DIR up front
     only = select_threads(conn, options.only, kb) if options.only else None
     knowledge, note = _knowledge_reader(conn)
     if note:
         notes.append(note)
     inputs = list(read_threads(conn, only=only, knowledge=knowledge, progress=progress))
-    site = build_site(inputs, BuildOptions(title=options.title, redact=options.redact,
-                                           base_url=options.base_url))
+    site = build_site(inputs, BuildOptions(
+        title=options.title, redact=options.redact, base_url=options.base_url,
+        person_salt=site_salt(Path(options.out_dir)) if options.redact else "",
+    ))
     extra: dict[str, bytes] = {}
     n_att = 0
     if options.attachments:
@@ -289,7 +342,7 @@ def export_html(kb: store.KB, conn: sqlite3.Connection, options: ExportOptions, 
             notes.append(f"{wanted - n_att} attachments could not be recovered from the raw "
                          "messages and are listed without a download")
 
-    def files() -> Iterator[tuple[str, bytes]]:
+    def files() -> Iterator[tuple[str, bytes | Pending]]:
         yield from render_site(site)
         yield from sorted(extra.items())
 
@@ -301,8 +354,9 @@ def export_html(kb: store.KB, conn: sqlite3.Connection, options: ExportOptions, 
     return ExportReport(
         out_dir=str(pub.out_dir), version_dir=str(pub.version_dir), threads=len(site.threads),
         messages=site.n_messages, people=len(site.people), topics=len(site.topics),
-        orgs=len(site.orgs), files=pub.files, written=pub.written, unchanged=pub.unchanged,
-        removed=pub.removed, bytes=pub.bytes, attachments=n_att, swapped=pub.swapped,
+        orgs=len(site.orgs), files=pub.files, pages=pub.pages, written=pub.written,
+        unchanged=pub.unchanged, removed=pub.removed, bytes=pub.bytes, attachments=n_att,
+        swapped=pub.swapped,
         seconds=round(time.monotonic() - started, 3), notes=tuple(notes),
     )
 

@@ -30,9 +30,12 @@ def thread_slug(root_message_id: str) -> str:
     return digest(root_message_id.strip().strip("<>").lower())
 
 
-def person_slug(key: str) -> str:
-    """A person's page key, from their (lowercased) address, or name when there is none."""
-    return digest("person:" + key.strip().lower())
+def person_slug(key: str, salt: str = "") -> str:
+    """A person's page key, from their (lowercased) address, or name when there is none.
+    With a ``salt`` (kept out of the site, used with --redact) the key can't be checked
+    against a guessed address."""
+    prefix = f"person:{salt}:" if salt else "person:"
+    return digest(prefix + key.strip().lower())
 
 
 _SLUG_STRIP = re.compile(r"[^a-z0-9]+")
@@ -119,6 +122,8 @@ MIN_TOKEN, MAX_TOKEN = 2, 32
 def fold(text: str) -> str:
     """Lowercase, compatibility-normalize and strip accents ("Accentué" -> "accentue").
     search.js does the same with ``normalize("NFKD")`` and ``/\\p{M}/gu``."""
+    if text.isascii():
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.lower())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 

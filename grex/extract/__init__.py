@@ -25,6 +25,7 @@ from grex.extract.stage import (
     analysis_json,
     get_thread_knowledge,
     list_entities,
+    list_people,
     list_topics,
     refit_topics,
     run_extract,
@@ -46,6 +47,6 @@ def model_info(config: Any = None) -> ModelInfo:
 __all__ = [
     "Entity", "EntitySummary", "ExtractReport", "Keyphrase", "ModelInfo", "PersonExpertise",
     "Phrase", "Seeds", "TextAnalysis", "ThreadKnowledge", "TopicInfo", "analysis_json",
-    "get_thread_knowledge", "list_entities", "list_topics", "model_info", "refit_topics",
-    "run_extract", "thread_knowledge", "who",
+    "get_thread_knowledge", "list_entities", "list_people", "list_topics", "model_info",
+    "refit_topics", "run_extract", "thread_knowledge", "who",
 ]

@@ -29,6 +29,32 @@ _BREAK_LABELS = frozenset({"PERSON", "EMAIL", "URL", "PHONE", "DATE", "MONEY", "
 _PHRASE_LABELS = frozenset({"ORG", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "FAC", "LOC"})
 
 
+_DIFF_HEAD = ("diff --git ", "diff -", "Index: ", "--- a/", "+++ b/", "@@ ", "--- ", "+++ ")
+
+
+def mask_noise(text: str) -> str:
+    """Blank out (same length, newlines kept, so offsets stay valid) what isn't prose:
+    patch hunks and long unbroken runs such as base64 or uuencoded lines."""
+    if "\n" not in text and len(text) < 50:
+        return text
+    out: list[str] = []
+    in_diff = False
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        noise = False
+        if body.startswith(_DIFF_HEAD[:4]) or (body.startswith("@@ ") and "@@" in body[3:]):
+            in_diff = True
+            noise = True
+        elif in_diff and (body[:1] in ("+", "-", " ") or body.startswith(("index ", "\\ "))):
+            noise = True
+        else:
+            in_diff = False
+        if not noise and len(body) >= 50 and " " not in body.strip():
+            noise = True
+        out.append(" " * len(body) + line[len(body):] if noise else line)
+    return "".join(out)
+
+
 def truncate(text: str, max_chars: int = MAX_CHARS) -> tuple[str, bool]:
     """Cut ``text`` at a whitespace at or before ``max_chars``; offsets stay valid."""
     if len(text) <= max_chars:
@@ -37,77 +63,87 @@ def truncate(text: str, max_chars: int = MAX_CHARS) -> tuple[str, bool]:
     return text[: cut if cut > 0 else max_chars], True
 
 
-def _phrases(doc: Doc) -> tuple[Phrase, ...]:
+def _phrases(text: str, ents: Sequence[Any], rows: list[list[int]]) -> tuple[Phrase, ...]:
     """Candidate keyphrases: runs of content words (RAKE-style), cut at stop words,
     punctuation, numbers, line breaks and at people/addresses/dates; plus ORG/PRODUCT/...
-    entities as they are."""
-    blocked = [False] * len(doc)
+    entities as they are. ``rows``: per token IS_ALPHA, IS_STOP, IS_UPPER, IS_SPACE,
+    IS_PUNCT, IDX, LENGTH (token attributes read once as an array: Token objects are slow)."""
+    n = len(rows)
+    blocked = bytearray(n)
     ents_as_phrases: list[str] = []
-    for ent in doc.ents:
+    for ent in ents:
         if ent.label_ in _BREAK_LABELS:
             for i in range(ent.start, ent.end):
-                blocked[i] = True
+                blocked[i] = 1
         elif ent.label_ in _PHRASE_LABELS and len(ent) <= 5:
             ents_as_phrases.append(ent.text)
     counts: Counter[str] = Counter()
     surface: dict[str, Counter[str]] = {}
 
-    def add(words: list[Any]) -> None:
-        if not words:
-            return
+    def add(words: list[str]) -> None:
         spans = [words] if len(words) <= 4 else [
             words[i:i + 3] for i in range(0, len(words) - 2)]
         for ws in spans:
-            text = " ".join(t.text for t in ws)
+            text = " ".join(ws)
             key = text.lower()
             counts[key] += 1
             surface.setdefault(key, Counter())[text] += 1
 
-    run: list[Any] = []
-    for i, tok in enumerate(doc):
-        ok = (not blocked[i] and tok.is_alpha and len(tok) > 2 and not tok.is_stop
-              and tok.lower_ not in NOT_NAMES and "\n" not in tok.text_with_ws[:-1]
-              and not (tok.is_upper and len(tok) > 6))
-        if ok:
-            run.append(tok)
-            if "\n" in tok.whitespace_ or tok.whitespace_ == "" and i + 1 < len(doc) \
-                    and doc[i + 1].is_space:
-                add(run)
-                run = []
-        else:
+    run: list[str] = []
+    for i, (alpha, stop, upper, _space, _punct, idx, length) in enumerate(rows):
+        if alpha and not stop and length > 2 and not blocked[i] and not (upper and length > 6):
+            w = text[idx:idx + length]
+            if w.lower() not in NOT_NAMES:
+                run.append(w)
+                nxt = rows[i + 1][5] if i + 1 < n else len(text)
+                if "\n" in text[idx + length:nxt]:
+                    add(run)
+                    run = []
+                continue
+        if run:
             add(run)
             run = []
-    add(run)
-    for text in ents_as_phrases:
-        key = " ".join(text.lower().split())
+    if run:
+        add(run)
+    for etext in ents_as_phrases:
+        key = " ".join(etext.lower().split())
         if key not in counts:
             counts[key] += 1
-            surface.setdefault(key, Counter())[" ".join(text.split())] += 1
+            surface.setdefault(key, Counter())[" ".join(etext.split())] += 1
     return tuple(
         Phrase(key=k, text=surface[k].most_common(1)[0][0], count=c) for k, c in counts.items()
     )
 
 
-def doc_to_analysis(doc: Doc, truncated: bool) -> TextAnalysis:
-    ents = tuple(
-        Entity(text=e.text, label=e.label_, start=e.start_char, end=e.end_char) for e in doc.ents
-    )
-    words = sum(1 for t in doc if not t.is_space and not t.is_punct)
-    return TextAnalysis(entities=ents, phrases=_phrases(doc), chars=len(doc.text), words=words,
-                        truncated=truncated)
+def doc_to_analysis(doc: Doc, truncated: bool, text: str | None = None) -> TextAnalysis:
+    from spacy.attrs import IDX, IS_ALPHA, IS_PUNCT, IS_SPACE, IS_STOP, IS_UPPER, LENGTH
+
+    spans = list(doc.ents)
+    # the masked text differs from the original only in blanked characters: same offsets
+    ents = tuple(Entity(text=e.text, label=e.label_, start=e.start_char, end=e.end_char)
+                 for e in spans)
+    rows = doc.to_array([IS_ALPHA, IS_STOP, IS_UPPER, IS_SPACE, IS_PUNCT, IDX, LENGTH]).tolist() \
+        if len(doc) else []
+    words = sum(1 for r in rows if not r[3] and not r[4])
+    if text is None:
+        text = doc.text  # Doc.text joins every token: callers pass the text they made it from
+    return TextAnalysis(entities=ents, phrases=_phrases(text, spans, rows), chars=len(text),
+                        words=words, truncated=truncated)
 
 
 def _make_docs(nlp: Language, items: Sequence[tuple[str, Seeds]], max_chars: int,
                ) -> tuple[list[Doc], list[bool]]:
-    from grex.extract.components import SEEDS_KEY
+    from grex.extract.components import SEEDS_KEY, TEXT_KEY
 
     docs: list[Doc] = []
     flags: list[bool] = []
     for text, seeds in items:
         body, cut = truncate(text or "", max_chars)
-        doc = nlp.make_doc(body)
+        masked = mask_noise(body)
+        doc = nlp.make_doc(masked)
         doc.user_data[SEEDS_KEY] = {"names": list(seeds.names),
                                     "addresses": list(seeds.addresses)}
+        doc.user_data[TEXT_KEY] = masked
         docs.append(doc)
         flags.append(cut)
     return docs, flags
@@ -122,6 +158,8 @@ def analyze_texts(nlp: Language, items: Sequence[tuple[str, Seeds]], *,
                   max_chars: int = MAX_CHARS, chunk: int = CHUNK) -> Iterator[TextAnalysis]:
     """Analyse (text, seeds) pairs in order. ``n_process`` defaults to the CPU count but is
     only used for chunks of at least MIN_PARALLEL texts."""
+    from grex.extract.components import TEXT_KEY
+
     procs = default_processes() if n_process is None else max(1, n_process)
     for lo in range(0, len(items), chunk):
         part = items[lo:lo + chunk]
@@ -129,7 +167,7 @@ def analyze_texts(nlp: Language, items: Sequence[tuple[str, Seeds]], *,
         try:
             with nlp.memory_zone():
                 docs, flags = _make_docs(nlp, part, max_chars)
-                out = [doc_to_analysis(d, f) for d, f in zip(
+                out = [doc_to_analysis(d, f, d.user_data.get(TEXT_KEY)) for d, f in zip(
                     nlp.pipe(docs, batch_size=batch_size, n_process=use), flags, strict=True)]
         except (ValueError, RuntimeError) as exc:  # E871: a worker failed
             raise NLPError(f"spaCy failed on a batch of {len(part)} texts: {exc}") from exc

@@ -24,6 +24,7 @@ from typing import Any
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc, Span
+from spacy.util import filter_spans
 
 from grex.extract.names import (
     EMAIL_RE,
@@ -38,6 +39,7 @@ from grex.extract.names import (
 )
 
 SEEDS_KEY = "grex_seeds"
+TEXT_KEY = "grex_text"  # the doc's text as given to make_doc (saves rebuilding Doc.text)
 RULED_KEY = "grex_ruled"  # (start, end) token spans set by the rules, not by NER
 RULE_LABELS = ("EMAIL", "URL", "PHONE", "TICKET")
 _URL_RE = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"')\]]+", re.IGNORECASE)
@@ -76,9 +78,8 @@ class GrexRules:
                 self.gazetteer.add(label, [nlp.make_doc(f) for f in sorted(forms)])
 
     # -- spans from the three sources -------------------------------------------------
-    def _regex_spans(self, doc: Doc) -> list[Span]:
+    def _regex_spans(self, doc: Doc, text: str) -> list[Span]:
         out: list[Span] = []
-        text = doc.text
         for label, rx in (("EMAIL", EMAIL_RE), ("URL", _URL_RE), ("PHONE", _PHONE_RE),
                           ("TICKET", _TICKET_RE)):
             for m in rx.finditer(text):
@@ -90,14 +91,14 @@ class GrexRules:
                     out.append(span)
         return out
 
-    def _seed_spans(self, doc: Doc) -> list[tuple[str, Span]]:
+    def _seed_spans(self, doc: Doc, text: str) -> list[tuple[str, Span]]:
         raw: dict[str, Any] = doc.user_data.get(SEEDS_KEY) or {}
         names = list(raw.get("names") or ())
         addrs = [normalise_email(a) for a in raw.get("addresses") or ()]
-        hn, ha = header_names(doc.text)
+        hn, ha = header_names(text)
         names += hn
         addrs += ha
-        addrs += [normalise_email(a) for a in EMAIL_RE.findall(doc.text)]
+        addrs += [normalise_email(a) for a in EMAIL_RE.findall(text)]
         names += [n for n in (name_from_address(a) for a in addrs) if n]
 
         seqs: dict[tuple[str, ...], str] = {}
@@ -130,7 +131,20 @@ class GrexRules:
             lst.sort(key=len, reverse=True)
         out: list[tuple[str, Span]] = []
         n = len(doc)
-        for i, tok in enumerate(doc):
+        words = set(by_first) | set(singles) | set(orgs)
+        if not words:
+            return out
+        # visit only the tokens that can start a match (found by one regex over the text)
+        finder = re.compile(r"(?<!\w)(?:" + "|".join(
+            re.escape(w) for w in sorted(words, key=len, reverse=True)) + r")(?!\w)",
+            re.IGNORECASE)
+        starts = []
+        for m in finder.finditer(text):
+            sp = doc.char_span(m.start(), m.end())
+            if sp is not None and len(sp) == 1:
+                starts.append(sp.start)
+        for i in starts:
+            tok = doc[i]
             low = tok.lower_
             matched = False
             for seq in by_first.get(low, ()):
@@ -182,9 +196,11 @@ class GrexRules:
 
     def __call__(self, doc: Doc) -> Doc:
         cands: list[tuple[int, int, Span]] = []
-        for span in self._regex_spans(doc):
+        # Doc.text joins every token: use the text the doc was made from when it came along
+        text = doc.user_data.get(TEXT_KEY) or doc.text
+        for span in self._regex_spans(doc, text):
             cands.append((_PRIORITY["rule"], -len(span), span))
-        for kind, span in self._seed_spans(doc):
+        for kind, span in self._seed_spans(doc, text):
             cands.append((_PRIORITY[kind], -len(span), span))
         for span in self._gazetteer_spans(doc):
             cands.append((_PRIORITY["gazetteer"], -len(span), span))
@@ -202,6 +218,25 @@ class GrexRules:
         return doc
 
 
+_FILE_NAME = re.compile(r"\.\s?(?:docx?|xlsx?|pptx?|pdf|txt|zip|csv|jpe?g|png|gif|html?)\b",
+                        re.IGNORECASE)
+# Head nouns of documents, requests and meetings: an "organisation" ending in one of these is
+# a title ("Operations & Maintenance Agreement", "Contract Review").
+_DOCUMENT_HEADS = frozenset((
+    "proposal", "proposals", "agreement", "agreements", "application", "applications",
+    "request", "requests", "review", "reviews", "report", "reports", "update", "updates",
+    "meeting", "meetings", "schedule", "schedules", "migration", "presentation", "memo",
+    "draft", "plan", "plans", "training", "timeframes", "timeline", "letter", "letters",
+    "contract", "contracts", "invoice", "invoices", "minutes", "agenda", "summary", "form",
+    "forms", "spreadsheet", "checklist",
+))
+_STREET_WORDS = frozenset(("street", "st", "avenue", "ave", "boulevard", "blvd", "road", "rd",
+                           "parkway", "pkwy", "drive", "dr", "lane", "ln", "highway", "hwy",
+                           "plaza", "square", "freeway", "expressway", "box"))
+_TIME_ZONES = frozenset((
+    "UTC", "GMT", "BST", "CET", "CEST", "EET", "PST", "PDT", "MST", "MDT", "CST", "CDT",
+    "EST", "EDT", "AST", "HST", "AKST", "AKDT", "IST", "JST", "AEST",
+))
 _DROP_LABELS = frozenset({"CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "TIME", "LANGUAGE",
                           "NORP"})
 _NAME_LABELS = frozenset({"PERSON", "ORG", "GPE", "LOC", "FAC", "NORP", "PRODUCT", "EVENT",
@@ -220,7 +255,8 @@ class GrexPost:
             if "\n" in doc[i].text_with_ws and i + 1 < end:
                 end = i + 1
                 break
-        while start < end and (doc[start].is_punct or doc[start].is_space
+        while start < end and (doc[start].is_punct and not doc[start].is_currency
+                               or doc[start].is_space
                                or doc[start].lower_ in NOT_NAMES and label in _NAME_LABELS):
             start += 1
         while end > start and (doc[end - 1].is_punct and doc[end - 1].text not in (".",)
@@ -228,24 +264,46 @@ class GrexPost:
             end -= 1
         if end <= start:
             return None
+        if label == "MONEY" and start > 0 and doc[start - 1].is_currency \
+                and not doc[start - 1].ent_type_:
+            start -= 1  # the model leaves the sign out: "$" + "40,000"
         toks = doc[start:end]
         words = [t.lower_.strip(".") for t in toks if t.is_alpha or t.text.rstrip(".").isalpha()]
         if label == "DATE":
             if words and all(w in WEEKDAYS or w in RELATIVE_DAYS for w in words):
                 return None
+            digits = toks.text.strip()
+            if digits.isdigit() and not (len(digits) == 4 and digits[:2] in ("19", "20")):
+                return None  # "100644" is a file mode, not a date
         elif label in _NAME_LABELS:
             if not words or all(w in NOT_NAMES for w in words):
                 return None
+            if len(toks) == 1 and toks[0].is_upper:
+                if toks.text in _TIME_ZONES:
+                    return None
+                # "1400 MT", "3 SME 's": capitals after a number are a unit or a count
+                if start > 0 and (doc[start - 1].like_num or doc[start - 1].is_digit):
+                    return None
             if not any(c.isupper() for c in toks.text):
                 return None
-            if any(t.like_email or t.like_url for t in toks):
+            if any(t.like_email or t.like_url for t in toks) or "@" in toks.text:
+                return None  # addresses (also Lotus Notes "Name/HOU/ECT@ECT") are not names
+            if _FILE_NAME.search(toks.text):
                 return None
+            if label == "ORG" and len(toks) > 1 and toks[-1].lower_ in _DOCUMENT_HEADS:
+                return None  # "Letter Proposal", "BCAP Application": a document, not a body
+        if label in ("PERSON", "ORG", "GPE"):  # "Allen Parkway", "Smith Street": a place
+            if end < len(doc) and doc[end].lower_.rstrip(".") in _STREET_WORDS \
+                    and doc[end].is_title and not doc[end].ent_type_:
+                return Span(doc, start, end + 1, label="FAC")
+            if end - start > 1 and doc[end - 1].lower_.rstrip(".") in _STREET_WORDS:
+                return Span(doc, start, end, label="FAC")
         if (start, end) == (span.start, span.end):
             return span
         return Span(doc, start, end, label=label)
 
     @staticmethod
-    def _propagate(doc: Doc, spans: list[Span]) -> list[Span]:
+    def _propagate(doc: Doc, spans: list[Span], text: str) -> list[Span]:
         """One sense per text: a name tagged ORG/GPE/... once is tagged so wherever else it
         appears untagged in the same text (NER misses repeats in odd contexts)."""
         names: dict[tuple[str, ...], str] = {}
@@ -265,18 +323,21 @@ class GrexPost:
         for key in sorted(names, key=len, reverse=True):
             by_first.setdefault(key[0], []).append(key)
         extra: list[Span] = []
-        i = 0
-        while i < len(doc):
+        finder = re.compile(r"(?<!\w)(?:" + "|".join(
+            re.escape(w) for w in sorted(by_first, key=len, reverse=True)) + r")(?!\w)")
+        n = len(doc)
+        for m in finder.finditer(text):
+            first = doc.char_span(m.start(), m.end())
+            if first is None or len(first) != 1:
+                continue
+            i = first.start
             for key in by_first.get(doc[i].text, ()):
                 j = i + len(key)
-                if j <= len(doc) and not any(taken[i:j]) and \
-                        tuple(t.text for t in doc[i:j]) == key:
+                if j <= n and not any(taken[i:j]) and tuple(t.text for t in doc[i:j]) == key:
                     extra.append(Span(doc, i, j, label=names[key]))
                     for k in range(i, j):
                         taken[k] = True
-                    i = j - 1
                     break
-            i += 1
         return sorted(spans + extra, key=lambda s: s.start)
 
     def __call__(self, doc: Doc) -> Doc:
@@ -287,6 +348,7 @@ class GrexPost:
             span = self._clean(ent)
             if span is not None:
                 keep.append(span)
-        keep = self._propagate(doc, keep)
+        text = doc.user_data.get(TEXT_KEY) or doc.text
+        keep = filter_spans(self._propagate(doc, keep, text))  # never two entities on one token
         doc.set_ents(keep, default="outside")
         return doc

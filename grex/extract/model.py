@@ -94,7 +94,7 @@ def build_pipeline(nlp: Language, *, gazetteer: bool = True) -> Language:
     # vanish when it ends, so make them permanent here, outside any zone.
     from grex.extract.components import RULE_LABELS
 
-    labels = set(RULE_LABELS) | set(nlp.get_pipe("ner").labels)
+    labels = set(RULE_LABELS) | set(getattr(nlp.get_pipe("ner"), "labels", ()))
     for label in labels:
         for prefix in ("", "B-", "I-", "L-", "U-"):
             nlp.vocab.strings.add(prefix + label)

@@ -36,7 +36,8 @@ RELATIVE_DAYS = _words("""
 # Header field names and mail words that NER likes to call PERSON or ORG.
 MAIL_WORDS = _words("""
     from to cc bcc subject sent date forwarded original message reply importance
-    attachment attachments attached email e-mail mail inbox outlook
+    attachment attachments attached email e-mail mail inbox outlook draft suite asap urgent
+    confidential
 """)
 GENERIC_DOMAINS = _words("""
     gmail googlemail yahoo hotmail outlook live msn aol icloud me mac mail email gmx web
@@ -55,7 +56,7 @@ _HEADER_LINE = re.compile(
 )
 _ANGLE = re.compile(r"<[^<>\n]*>?|\([^()\n]*\)|\[[^\[\]\n]*\]|[\"']")
 EMAIL_RE = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9][\w.+'-]*@[A-Za-z0-9-]+(?:\s?\.\s?[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+    r"(?<![\w.+-])[A-Za-z0-9][\w.+'-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
 )
 _WORD = re.compile(r"[^\W\d_][\w'.-]*", re.UNICODE)
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from grex import store
+from grex.errors import NLPError
 from grex.extract import topics as topics_mod
 from grex.extract.names import NOT_NAMES, name_from_address, name_words
 from grex.extract.records import (
@@ -38,6 +39,7 @@ from grex.models import Address, Message
 
 CURSOR = "extract"
 CHUNK = 500  # messages per NLP call and per commit
+REFIT_MIN_GROWTH = 20  # threads: refit the topics when the KB doubled and grew by this many
 MIGRATIONS = [
     """
     CREATE TABLE extract_messages (
@@ -182,11 +184,24 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
     max_chars = getattr(nlp_cfg, "max_chars", 20_000) or 20_000
     truncated = 0
     done = 0
+    errors: list[str] = []
     for lo in range(0, len(todo), CHUNK):
         part = todo[lo:lo + CHUNK]
         items = [(m.body.new, seeds_of(m)) for m in part]
-        results = list(analyze_texts(nlp, items, n_process=n_process, batch_size=batch_size,
-                                     max_chars=max_chars))
+        try:
+            results = list(analyze_texts(nlp, items, n_process=n_process,
+                                         batch_size=batch_size, max_chars=max_chars))
+        except NLPError:
+            # one bad text must not stop the stage: redo the chunk one by one and record
+            # the texts spaCy can't handle with empty results (they are retried by --all)
+            results = []
+            for m, item in zip(part, items, strict=True):
+                try:
+                    results.extend(analyze_texts(nlp, [item], n_process=1,
+                                                 max_chars=max_chars))
+                except NLPError as exc:
+                    errors.append(f"{m.message_id}: {exc}")
+                    results.append(TextAnalysis((), (), 0, 0, False))
         now = time.time()
         with store.transaction(conn):
             conn.executemany(
@@ -215,6 +230,12 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
     # topics: fit when there is no model (or asked), else assign the touched threads
     models_dir = kb.models_dir
     model = None if (all or refit) else topics_mod.load(models_dir)
+    if model is not None:
+        # a model fitted on a small KB is refitted once the KB has doubled (new threads are
+        # otherwise only assigned to the topics there are)
+        n_threads = conn.execute("SELECT COUNT(*) FROM threads").fetchone()[0]
+        if n_threads >= max(2 * model.n_threads, model.n_threads + REFIT_MIN_GROWTH):
+            model = None
     refitted = False
     if model is None:
         model = _fit_topics(conn, models_dir)
@@ -229,13 +250,15 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
                 _store_topic_labels(conn, model)
                 conn.execute("DELETE FROM extract_thread_topics")
             _assign_topics(conn, model, assign_ids)
-        people = _refresh_people(conn, model, None if (all or refitted) else live)
+        # removals can leave anyone's counts stale: then all people are recomputed
+        full = all or refitted or bool(deleted_msgs or deleted_threads)
+        people = _refresh_people(conn, model, None if full else live)
         store.set_cursor(conn, CURSOR, last)
     return ExtractReport(
         messages_seen=len(candidates), messages_computed=done, messages_unchanged=unchanged,
         messages_deleted=len(deleted_msgs), threads_updated=len(live), truncated=truncated,
         topics_refit=refitted, topics=model.k if model else 0, people=people,
-        model=info.describe())
+        model=info.describe(), errors=tuple(errors))
 
 
 def refit_topics(kb: store.KB, conn: sqlite3.Connection, config: Any = None) -> int:
@@ -373,43 +396,47 @@ def thread_keyphrases(conn: sqlite3.Connection, tid: str, limit: int = 10,
         score = (1 + math.log(tf)) * idf * (1 + 0.5 * (nw - 1))
         if nw == 1 and tf < 2 and n > 20:
             score *= 0.5
-        scored.append((score, key, text))
+        # a lone word said once ("signed", "ready") reads badly: it only fills up to five
+        strong = nw > 1 or tf > 1 or text[:1].isupper()
+        scored.append((score, key, text, strong))
     scored.sort(reverse=True)
     out: list[Keyphrase] = []
     chosen: list[str] = []
-    for score, key, text in scored:
-        if score <= 0:
-            break
-        if any(key in c.split() or f" {key} " in f" {c} " or c in key for c in chosen):
-            continue
-        chosen.append(key)
-        out.append(Keyphrase(text, round(score, 3)))
-        if len(out) >= limit:
-            break
+    for want_strong in (True, False):
+        for score, key, text, strong in scored:
+            if score <= 0 or len(out) >= (limit if want_strong else 5):
+                break
+            if strong != want_strong or key in chosen:
+                continue
+            if any(key in c.split() or f" {key} " in f" {c} " or c in key for c in chosen):
+                continue
+            chosen.append(key)
+            out.append(Keyphrase(text, round(score, 3)))
     return out
 
 
 # ------------------------------------------------------------------------ topics
 def _thread_docs(conn: sqlite3.Connection, tids: Sequence[str] | None = None,
                  ) -> tuple[list[str], list[str]]:
+    cols = ("SELECT t.thread_id, t.subject, m.message_id, m.body_new, m.body_quoted, "
+            "m.in_reply_to_json, m.references_json FROM threads t JOIN messages m "
+            "ON m.thread_id = t.thread_id")
     if tids is None:
-        rows = conn.execute("SELECT t.thread_id, t.subject, m.body_new FROM threads t JOIN "
-                            "messages m ON m.thread_id = t.thread_id ORDER BY t.thread_id, "
-                            "m.date").fetchall()
+        rows = conn.execute(f"{cols} ORDER BY t.thread_id, m.date").fetchall()
     else:
         rows = []
         for i in range(0, len(tids), 500):
             chunk = list(tids[i:i + 500])
             q = ",".join("?" * len(chunk))
-            rows += conn.execute(f"SELECT t.thread_id, t.subject, m.body_new FROM threads t "
-                                 f"JOIN messages m ON m.thread_id = t.thread_id WHERE "
-                                 f"t.thread_id IN ({q}) ORDER BY t.thread_id, m.date",
-                                 chunk).fetchall()
-    docs: dict[str, list[str]] = {}
-    for tid, subject, body in rows:
-        docs.setdefault(tid, [subject]).append(body)
-    ids = list(docs)
-    return ids, ["\n".join(docs[t]) for t in ids]
+            rows += conn.execute(f"{cols} WHERE t.thread_id IN ({q}) "
+                                 "ORDER BY t.thread_id, m.date", chunk).fetchall()
+    subjects: dict[str, str] = {}
+    msgs: dict[str, list[tuple[str, str, str, list[str]]]] = {}
+    for tid, subject, mid, new, quoted, irt, refs in rows:
+        subjects[tid] = subject
+        msgs.setdefault(tid, []).append((mid, new, quoted, json.loads(irt) + json.loads(refs)))
+    ids = list(msgs)
+    return ids, [topics_mod.thread_document(subjects[t], msgs[t]) for t in ids]
 
 
 def _fit_topics(conn: sqlite3.Connection, models_dir: Any) -> topics_mod.TopicModel | None:
@@ -460,11 +487,15 @@ def _refresh_people(conn: sqlite3.Connection, model: topics_mod.TopicModel | Non
                 if name and not names.get(addr.lower()):
                     names[addr.lower()] = name
         part_of[tid] = addrs
+    everyone = {a for addrs in part_of.values() for a in addrs}
     if tids is None:
-        wanted = {a for addrs in part_of.values() for a in addrs}
+        wanted = everyone
         conn.execute("DELETE FROM extract_people")
     else:
         wanted = {a for t in tids for a in part_of.get(t, [])}
+        gone = [r[0] for r in conn.execute("SELECT addr FROM extract_people")
+                if r[0] not in everyone]
+        conn.executemany("DELETE FROM extract_people WHERE addr = ?", [(a,) for a in gone])
     by_person: dict[str, list[str]] = defaultdict(list)
     for tid, addrs in part_of.items():
         for a in addrs:
@@ -636,3 +667,21 @@ def analysis_json(text: str, a: TextAnalysis, limit: int = 10) -> dict[str, Any]
     return {"entities": [{"text": e.text, "label": e.label, "start": e.start, "end": e.end}
                          for e in a.entities],
             "keyphrases": chosen, "truncated": a.truncated}
+
+
+def list_people(conn: sqlite3.Connection, limit: int = 1000) -> list[dict[str, Any]]:
+    """Everyone in the KB with threads, messages written, words of new text, the topics they
+    write about (weighted by their new text) and the people they work with most."""
+    if not _has_schema(conn):
+        return []
+    labels = _topic_labels(conn)
+    out = []
+    for addr, name, threads, messages, words, tj, cj in conn.execute(
+            "SELECT addr, name, threads, messages, words, topics_json, coworkers_json FROM "
+            "extract_people ORDER BY messages DESC, threads DESC, addr LIMIT ?", (limit,)):
+        out.append({"addr": addr, "name": name, "threads": threads, "messages": messages,
+                    "words": words,
+                    "topics": [{"id": t, "label": labels.get(t, ""), "weight": w}
+                               for t, w in json.loads(tj)],
+                    "works_with": [{"addr": a, "threads": n} for a, n in json.loads(cj)]})
+    return out
