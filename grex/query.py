@@ -488,6 +488,7 @@ class _Translator:
         return self.word(node, positive)
 
     def word(self, w: Word, positive: bool) -> wq.Query | None:
+        fieldnames: tuple[str, ...]
         if w.prefix is None:
             kind, fieldnames = TEXT, DEFAULT_FIELDS
         else:
