@@ -57,7 +57,7 @@ SCHEMA_VERSION = 1
 INDEX_LINK = "index"
 GENERATIONS_DIR = "index.d"
 META_FILE = "grex-index.json"
-EXCERPT_CHARS = 10_000  # stored body text for snippets (the whole body is indexed)
+EXCERPT_CHARS = 4_000  # stored body text for snippets (the whole body is indexed)
 MAX_TOKEN = 64  # longer "words" are base64 / uuencode noise
 SEGMENT_LIMIT = 8  # optimize (merge everything) when a commit would leave more segments
 WRITER_TIMEOUT = 120.0  # seconds to wait for Whoosh's write lock
@@ -88,7 +88,8 @@ class WordTokenizer(Tokenizer):
         self.is_morph = stem
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.stem == self.stem  # type: ignore[attr-defined]
+        return isinstance(other, WordTokenizer) and type(other) is type(self) and \
+            other.stem == self.stem
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.stem))
@@ -168,9 +169,11 @@ BOOSTS = {"subject": 3.0, "body": 1.0, "quoted": 0.3, "from": 1.5, "to": 0.8, "c
           "attachment": 1.0, "keyword": 1.5, "topic": 1.2, "person": 1.0, "org": 1.0,
           "place": 1.0}
 
-# Fields a bare word searches (notmuch: "bare terms match body and headers").
-DEFAULT_FIELDS = ("subject", "body", "quoted", "from", "to", "cc", "attachment", "keyword",
-                  "topic", "person", "org", "place")
+# Fields a bare word searches (notmuch: "bare terms match body and headers"): the message's
+# own text. Not topics / keyphrases / entities: they are thread-level or derived from this
+# text, and a topic label copied onto every message of a thread would make a bare word
+# match messages that never say it (use topic:, keyword:, person:, org:, place:).
+DEFAULT_FIELDS = ("subject", "body", "quoted", "from", "to", "cc", "attachment")
 
 # Fields whose words make the snippet highlight.
 SNIPPET_FIELDS = ("body", "subject", "quoted")
@@ -655,27 +658,29 @@ class _DocBuilder:
                                 knowledge=k, flags=self._flags(raw_path))
 
 
-def _progress_every(progress: Callable[..., None] | None, total: int | None,
-                    step: int = 250) -> Callable[[int], None]:
-    pending = 0
+class _Ticker:
+    """Progress in steps: tick() per document, progress(n, total) every ``step``."""
 
-    def tick(n: int = 1) -> None:
-        nonlocal pending
-        if progress is None:
+    def __init__(self, progress: Callable[..., None] | None, total: int | None,
+                 step: int = 250) -> None:
+        self.progress, self.total, self.step, self.pending = progress, total, step, 0
+
+    def __call__(self, n: int = 1) -> None:
+        if self.progress is None:
             return
-        pending += n
-        if pending >= step:
-            progress(pending, total)
-            pending = 0
+        self.pending += n
+        if self.pending >= self.step:
+            self.flush()
 
-    def flush() -> None:
-        nonlocal pending
-        if progress is not None and pending:
-            progress(pending, total)
-            pending = 0
+    def flush(self) -> None:
+        if self.progress is not None and self.pending:
+            self.progress(self.pending, self.total)
+            self.pending = 0
 
-    tick.flush = flush  # type: ignore[attr-defined]
-    return tick
+
+def _progress_every(progress: Callable[..., None] | None, total: int | None,
+                    step: int = 250) -> _Ticker:
+    return _Ticker(progress, total, step)
 
 
 def rebuild_index(kb: Any, conn: Any, *, progress: Callable[..., None] | None = None,
@@ -748,7 +753,7 @@ def _build(wix: Any, kb: Any, gen: Path, conn: Any, total: int, procs: int, limi
             writer.add_document(**doc)
             documents += 1
             tick()
-        tick.flush()  # type: ignore[attr-defined]
+        tick.flush()
         writer.commit()
     except BaseException:
         with contextlib.suppress(Exception):
@@ -829,7 +834,7 @@ def run_index(kb: Any, conn: Any, config: Any = None, *, rebuild: bool = False,
             writer.update_document(**doc)
             indexed += 1
             tick()
-        tick.flush()  # type: ignore[attr-defined]
+        tick.flush()
         optimize = segments_before + 1 > SEGMENT_LIMIT
         writer.commit(optimize=optimize)
     except BaseException:

@@ -140,6 +140,9 @@ class ParsedQuery:
     highlight_terms: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     highlight_prefixes: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     words: tuple[Word, ...] = ()  # positive words, for "did you mean"
+    # what ranks: the positive words and phrases in the query's AND / OR shape; None when
+    # the query only filters (dates, labels, flags, ids, negations, wildcards): newest first
+    scoring: wq.Query | None = None
 
 
 # --------------------------------------------------------------------------------- lexer
@@ -447,27 +450,45 @@ class _Translator:
         self.highlight: set[tuple[str, str]] = set()
         self.words: list[Word] = []
         self.prefixes: set[tuple[str, str]] = set()
+        self.word_queries: dict[int, wq.Query] = {}
 
     def tr(self, node: Node, positive: bool = True) -> wq.Query | None:
         if isinstance(node, All):
             return wq.Every()
         if isinstance(node, DateSpan):
             return wq.DateRange("date", _naive(node.start), _naive(node.end))
+        # Negation is always And([X, Not(Y)]), X being Every() when nothing else: a bare
+        # Whoosh Not matches documents deleted since the last merge (unshared messages),
+        # and Whoosh's AndNot query misses exclusions behind a union of fields.
         if isinstance(node, Not):
             inner = self.tr(node.child, not positive)
-            return None if inner is None else wq.Not(inner)
-        if isinstance(node, And | Or):
+            return None if inner is None else wq.And([wq.Every(), wq.Not(inner)])
+        if isinstance(node, Or):
             parts = [p for p in (self.tr(c, positive) for c in node.children) if p is not None]
             if not parts:
                 return None
-            if len(parts) == 1:
-                return parts[0]
-            if isinstance(node, And):
-                return wq.And(parts)
-            return wq.Or(parts)
+            return parts[0] if len(parts) == 1 else wq.Or(parts)
+        if isinstance(node, And):
+            plus: list[wq.Query] = []
+            minus: list[wq.Query] = []
+            for child in node.children:
+                if isinstance(child, Not):
+                    inner = self.tr(child.child, not positive)
+                    if inner is not None:
+                        minus.append(inner)
+                else:
+                    part = self.tr(child, positive)
+                    if part is not None:
+                        plus.append(part)
+            if not plus and not minus:
+                return None
+            if not minus:
+                return plus[0] if len(plus) == 1 else wq.And(plus)
+            return wq.And((plus or [wq.Every()]) + [wq.Not(m) for m in minus])
         return self.word(node, positive)
 
     def word(self, w: Word, positive: bool) -> wq.Query | None:
+        fieldnames: tuple[str, ...]
         if w.prefix is None:
             kind, fieldnames = TEXT, DEFAULT_FIELDS
         else:
@@ -510,7 +531,25 @@ class _Translator:
                 subqueries.append(wq.Phrase(f, terms, boost=boost))
         if not subqueries:
             return None
-        return subqueries[0] if len(subqueries) == 1 else wq.Or(subqueries)
+        q = subqueries[0] if len(subqueries) == 1 else wq.Or(subqueries)
+        if positive and not w.wildcard:
+            self.word_queries[id(w)] = q
+        return q
+
+    def score(self, node: Node) -> wq.Query | None:
+        """The ranking query: the tree's positive words (not wildcards) with its AND / OR
+        shape; negations, dates, labels, flags and ids only filter."""
+        if isinstance(node, Word):
+            return self.word_queries.get(id(node))
+        if isinstance(node, And | Or):
+            parts = [p for p in (self.score(c) for c in node.children
+                                 if not isinstance(c, Not)) if p is not None]
+            if not parts:
+                return None
+            if len(parts) == 1:
+                return parts[0]
+            return wq.And(parts) if isinstance(node, And) else wq.Or(parts)
+        return None
 
     def _wild(self, f: str, text: str, *, boost: float = 1.0,
               positive: bool = False) -> wq.Query:
@@ -544,8 +583,10 @@ def parse_query(text: str, *, now: datetime | None = None,
     q = tr.tr(tree)
     if q is None:
         raise _error(text, 0, "nothing to search for: the query has no searchable words")
+    scoring = tr.score(tree)
     return ParsedQuery(text=text, tree=tree, query=q, highlight_terms=frozenset(tr.highlight),
-                       highlight_prefixes=frozenset(tr.prefixes), words=tuple(tr.words))
+                       highlight_prefixes=frozenset(tr.prefixes), words=tuple(tr.words),
+                       scoring=scoring)
 
 
 def format_error(err: QueryError) -> str:

@@ -11,11 +11,12 @@ This module is on the search path: it imports Whoosh and grex's own light module
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,10 @@ from typing import Any, TypeVar
 
 from whoosh import index as wix
 from whoosh import query as wq
+from whoosh.matching import FilterMatcher
+from whoosh.query.terms import MultiTerm
 from whoosh.scoring import BM25F
+from whoosh.util.times import long_to_datetime
 
 from grex.errors import IndexError_, QueryError
 from grex.index import (
@@ -130,10 +134,22 @@ class _Open:
         self.ix = wix.open_dir(str(path))
         self.searcher = self.ix.searcher(weighting=BM25F())
         self.thread_ids: list[str] | None = None
+        self.uses = 0
+        self.columns: dict[tuple[str, bool], Any] = {}
         self.lock = threading.Lock()
 
     def fresh(self) -> bool:
         return self.searcher.up_to_date()
+
+    def column(self, name: str, *, translate: bool = True) -> Any:
+        """A column reader, kept for the reader's life: creating one reads the column's
+        whole offset table (milliseconds at 100k documents)."""
+        key = (name, translate)
+        reader = self.columns.get(key)
+        if reader is None:
+            reader = self.searcher.reader().column_reader(name, translate=translate)
+            self.columns[key] = reader
+        return reader
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a reader whose files are gone
@@ -200,10 +216,108 @@ def with_index(kb: Any, fn: Callable[[_Open], T]) -> T:
     raise AssertionError("unreachable")
 
 
+# ------------------------------------------------------------------------------ doc sets
+
+
+def _leaf_ids(m: Any) -> Iterable[int]:
+    """All ids of a posting matcher, a block at a time for Whoosh's own leaf matcher (its
+    generic all_ids() costs three method calls per document)."""
+    if isinstance(m, FilterMatcher):  # deletions: subtracted by the caller
+        m = m.child
+    if type(m).__name__ == "W3LeafMatcher" and hasattr(m, "_read_ids"):
+        out: list[int] = []
+        try:
+            while m.is_active():
+                if m._ids is None:
+                    m._read_ids()
+                out.extend(m._ids[m._i:])
+                m._next_block()
+            return out
+        except AttributeError:  # another whoosh version: the generic way
+            pass
+    return list(m.all_ids())
+
+
+def _segment_docset(q: wq.Query, s: Any) -> set[int]:
+    """The segment-local documents matching ``q`` (deleted ones included)."""
+    r = s.reader()
+    if isinstance(q, wq.Term):
+        try:
+            btext = s.schema[q.fieldname].to_bytes(q.text)
+        except (KeyError, ValueError):
+            return set()
+        if (q.fieldname, btext) not in r:
+            return set()
+        return set(_leaf_ids(r.postings(q.fieldname, btext)))
+    if isinstance(q, wq.Or):
+        out: set[int] = set()
+        for sub in q.subqueries:
+            out |= _segment_docset(sub, s)
+        return out
+    if isinstance(q, wq.And):
+        negative = [sub.query for sub in q.subqueries if isinstance(sub, wq.Not)]
+        positive = [sub for sub in q.subqueries if not isinstance(sub, wq.Not)]
+        if not positive:
+            return set(range(r.doc_count_all())) - _segment_docset(wq.Or(negative), s)
+        parts = sorted((_segment_docset(sub, s) for sub in positive), key=len)
+        out = parts[0]
+        for p in parts[1:]:
+            if not out:
+                break
+            out &= p
+        for sub in negative:
+            if not out:
+                break
+            out -= _segment_docset(sub, s)
+        return out
+    if isinstance(q, wq.AndNot):
+        return _segment_docset(q.a, s) - _segment_docset(q.b, s)
+    if isinstance(q, wq.Not):
+        return set(range(r.doc_count_all())) - _segment_docset(q.query, s)
+    if isinstance(q, wq.Every):
+        return set(range(r.doc_count_all()))
+    if isinstance(q, wq.ConstantScoreQuery):
+        return _segment_docset(q.child, s)
+    if isinstance(q, wq.NumericRange):  # a union of tiered term ranges
+        simple = q.simplify(r)
+        if simple is not q and simple != q:
+            return _segment_docset(simple, s)
+    if isinstance(q, MultiTerm):  # prefixes, wildcards, term ranges: their terms' postings
+        try:
+            fieldname = q.field()
+            out = set()
+            for btext in q._btexts(r):
+                out.update(_leaf_ids(r.postings(fieldname, btext)))
+            return out
+        except (AttributeError, TypeError, ValueError):
+            pass  # another whoosh version: the generic way below
+    return set(q.docs(s))
+
+
+def docset(searcher: Any, q: wq.Query) -> list[int]:
+    """Global document numbers matching ``q``: the same set as
+    ``searcher.docs_for_query(q)``, computed with set operations over posting blocks."""
+    subs = searcher.subsearchers or [(searcher, 0)]
+    out: list[int] = []
+    for s, offset in subs:
+        ids = _segment_docset(q, s)
+        deleted = s.reader().deleted_docs_set if s.reader().has_deletions() else None
+        if deleted:
+            ids -= set(deleted)
+        out.extend(sorted(d + offset for d in ids) if offset else sorted(ids))
+    return out
+
+
 # --------------------------------------------------------------------------------- snippets
 
 _WS = re.compile(r"\s+")
 _WORDS = re.compile(TOKEN_PATTERN)
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates(heads: tuple[str, ...]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(h) for h in heads)
+    return re.compile(rf"(?<!\w)(?:{alternatives})\w*", re.IGNORECASE)
 
 
 def snippet_for(text: str, terms: frozenset[str], prefixes: frozenset[str] = frozenset(),
@@ -215,17 +329,19 @@ def snippet_for(text: str, terms: frozenset[str], prefixes: frozenset[str] = fro
         return "", ()
     matches: list[tuple[int, int, str]] = []
     if terms or prefixes:
-        # stem only words that can match: Porter2 keeps a word's first letters (stemming
-        # every word of a cold process's snippets cost more than the search itself)
-        heads = tuple({t[:3] for t in terms} | {p[:3] for p in prefixes})
-        for m in _WORDS.finditer(text):
-            word = m.group()
-            folded = fold(word)
-            if not folded.startswith(heads):
-                continue
-            t = stem_term(word)
+        # stem only the words that can match: Porter2 keeps a word's first letters, so a
+        # regex over the accent-folded text finds the candidates (stemming every word of
+        # every snippet cost more than the search itself)
+        heads = sorted({t[:3] for t in terms} | {p[:3] for p in prefixes}, key=len,
+                       reverse=True)
+        folded = fold(text)
+        source = folded if len(folded) == len(text) else text
+        pattern = _candidates(tuple(heads))
+        for m in pattern.finditer(source):
+            start, end = m.start(), m.end()
+            t = stem_term(text[start:end])
             if t in terms or (prefixes and t.startswith(tuple(prefixes))):
-                matches.append((m.start(), m.end(), t))
+                matches.append((start, end, t))
     if not matches:
         start, end = 0, min(len(text), width)
     else:
@@ -326,7 +442,7 @@ def search(
     def run(opened: _Open) -> SearchResult:
         s = opened.searcher
         if messages:
-            total, hits, matched = _message_hits(s, parsed, limit, offset, sort)
+            total, hits, matched = _message_hits(opened, parsed, limit, offset, sort)
         else:
             total, hits, matched = _thread_hits(opened, parsed, limit, offset, sort, conn)
         facet_counts = _facets(opened, matched, facets, by_thread=not messages) if facets else {}
@@ -365,22 +481,50 @@ def _date_of(fields: dict[str, Any]) -> datetime | None:
     return d.replace(tzinfo=UTC) if isinstance(d, datetime) and d.tzinfo is None else d
 
 
-def _message_hits(s: Any, parsed: ParsedQuery, limit: int, offset: int,
+def _ranked(s: Any, parsed: ParsedQuery, matched: list[int], k: int) -> list[tuple[int, float]]:
+    """The best ``k`` matching documents by relevance, as (docnum, score).
+
+    Whoosh scores only the query's words (``parsed.scoring``), restricted to the matching
+    set computed already: dates, labels, flags and negations filter without being dragged
+    through Whoosh's matchers (a date range is a union of hundreds of numeric terms).
+    Matching documents without a scored word (``a OR date:..``) come after, newest first.
+    """
+    out: list[tuple[int, float]] = []
+    if parsed.scoring is not None and k > 0:
+        allowed = set(matched)
+        out = [(h.docnum, float(h.score or 0.0))
+               for h in s.search(parsed.scoring, limit=k, filter=allowed)]
+    return out
+
+
+def _by_date(opened: _Open, docs: Iterable[int], *, newest: bool) -> list[int]:
+    dates = opened.column("date", translate=False)
+    return sorted(docs, key=lambda d: (dates[d], d), reverse=newest)
+
+
+def _message_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int,
                   sort: str) -> tuple[int, list[SearchHit], list[int]]:
-    kwargs: dict[str, Any] = {"limit": offset + limit if limit else 1}
-    if sort != "relevance":
-        kwargs.update(sortedby="date", reverse=(sort == "newest"))
-    results = s.search(parsed.query, **kwargs)
-    total = len(results)
+    s = opened.searcher
+    matched = docset(s, parsed.query)
+    total = len(matched)
+    want = offset + limit
+    if sort == "relevance":
+        page = _ranked(s, parsed, matched, want)
+        if len(page) < want and len(page) < total:
+            seen = {d for d, _ in page}
+            rest = _by_date(opened, (d for d in matched if d not in seen), newest=True)
+            page += [(d, 0.0) for d in rest[:want - len(page)]]
+    else:
+        page = [(d, 0.0) for d in _by_date(opened, matched, newest=sort == "newest")[:want]]
     hits = []
-    for hit in results[offset:offset + limit] if limit else []:
-        stored = hit.fields()
+    for docnum, score in page[offset:want] if limit else []:
+        stored = s.stored_fields(docnum)
         snippet, spans = _snippet(stored, parsed)
         date = _date_of(stored)
         hits.append(SearchHit(
             thread_id=stored.get("thread_id", ""),
             subject=stored.get("subject", ""),
-            score=float(hit.score or 0.0),
+            score=score,
             message_ids=(stored["id"],),
             snippet=snippet,
             highlights=spans,
@@ -391,7 +535,6 @@ def _message_hits(s: Any, parsed: ParsedQuery, limit: int, offset: int,
             total_messages=0,
             sender=(stored.get("from", "") or "").split("\n")[0],
         ))
-    matched = list(s.docs_for_query(parsed.query)) if total else []
     return total, hits, matched
 
 
@@ -406,23 +549,25 @@ def _names(stored: dict[str, Any]) -> list[str]:
 
 
 def _thread_column(opened: _Open, docnums: list[int]) -> dict[int, str]:
-    """docnum -> thread id, for the matching documents (whole column cached when large)."""
-    reader = opened.searcher.reader()
-    if opened.thread_ids is None and len(docnums) > 2000:
+    """docnum -> thread id for the matching documents. One lookup per document (about a
+    microsecond) in a fresh process; a long-lived reader (third search on it) keeps the
+    whole column, whose first read costs about 4 us per document of the index."""
+    opened.uses += 1
+    if opened.thread_ids is None and opened.uses >= 3:
         with opened.lock:
             if opened.thread_ids is None:
-                opened.thread_ids = list(reader.column_reader("thread_id"))
+                opened.thread_ids = list(opened.column("thread_id"))
     if opened.thread_ids is not None:
         col = opened.thread_ids
         return {d: col[d] for d in docnums}
-    creader = reader.column_reader("thread_id")
+    creader = opened.column("thread_id")
     return {d: creader[d] for d in docnums}
 
 
 def _thread_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int, sort: str,
                  conn: Any) -> tuple[int, list[SearchHit], list[int]]:
     s = opened.searcher
-    matched = list(s.docs_for_query(parsed.query))
+    matched = docset(s, parsed.query)
     if not matched:
         return 0, [], []
     tid_of = _thread_column(opened, matched)
@@ -433,69 +578,78 @@ def _thread_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int, so
     want = offset + limit
     best: dict[str, tuple[int, float]] = {}  # thread -> (docnum, score) of its best message
     order: list[str] = []
+    raw_dates = opened.column("date", translate=False)
     if sort == "relevance":
         k = max(want * 3, 30)
         while True:
-            results = s.search(parsed.query, limit=k)
+            ranked = _ranked(s, parsed, matched, k)
             best.clear()
             order.clear()
-            for hit in results:
-                tid = tid_of.get(hit.docnum)
-                if tid is None:
-                    continue
+            for docnum, score in ranked:
+                tid = tid_of[docnum]
                 if tid not in best:
-                    best[tid] = (hit.docnum, float(hit.score or 0.0))
+                    best[tid] = (docnum, score)
                     order.append(tid)
                     if len(order) >= want:
                         break
-            if len(order) >= want or k >= len(matched):
+            if len(order) >= want or len(ranked) < k or k >= len(matched):
                 break
             k *= 4
+        if len(order) < min(want, total):  # threads with no scored word: newest first
+            newest_doc: dict[str, tuple[int, int]] = {}
+            for tid, docs in by_thread.items():
+                if tid not in best:
+                    d = max(docs, key=lambda x: (raw_dates[x], x))
+                    newest_doc[tid] = (raw_dates[d], d)
+            for tid in sorted(newest_doc, key=lambda t: newest_doc[t], reverse=True):
+                best[tid] = (newest_doc[tid][1], 0.0)
+                order.append(tid)
+                if len(order) >= want:
+                    break
     else:
-        dates = opened.searcher.reader().column_reader("date")
         newest = sort == "newest"
         key_of: dict[str, Any] = {}
         for tid, docs in by_thread.items():
-            ds = [(dates[d], d) for d in docs]
+            ds = [(raw_dates[d], d) for d in docs]
             pick = max(ds) if newest else min(ds)
             key_of[tid] = pick[0]
             best[tid] = (pick[1], 0.0)
-        order = sorted(by_thread, key=lambda t: key_of[t], reverse=newest)
+        order = sorted(by_thread, key=lambda t: (key_of[t], t), reverse=newest)
     page = order[offset:offset + limit] if limit else []
-    hits = [_thread_hit(opened, parsed, tid, by_thread[tid], best[tid], conn) for tid in page]
+    ids = opened.column("id")
+    hits = [_thread_hit(opened, parsed, tid, by_thread[tid], best[tid], conn, ids, raw_dates)
+            for tid in page]
     return total, hits, matched
 
 
 def _thread_hit(opened: _Open, parsed: ParsedQuery, tid: str, docs: list[int],
-                best: tuple[int, float], conn: Any) -> SearchHit:
+                best: tuple[int, float], conn: Any, ids: Any, raw_dates: Any) -> SearchHit:
     s = opened.searcher
-    stored = [s.stored_fields(d) for d in docs]
-    stored.sort(key=lambda f: (_date_of(f) or datetime.min.replace(tzinfo=UTC), f.get("id")))
+    ordered = sorted(docs, key=lambda d: (raw_dates[d], d))  # oldest first, from columns
     top = s.stored_fields(best[0])
     snippet, spans = _snippet(top, parsed)
-    dates = [d for d in (_date_of(f) for f in stored) if d is not None]
-    subject = ""
-    participants: list[str] = []
-    for f in stored:
-        for n in _names(f):
-            if n not in participants:
-                participants.append(n)
-    first, last, total_messages = (min(dates) if dates else None,
-                                   max(dates) if dates else None, 0)
+    first = long_to_datetime(raw_dates[ordered[0]]).replace(tzinfo=UTC)
+    last = long_to_datetime(raw_dates[ordered[-1]]).replace(tzinfo=UTC)
+    subject, total_messages, participants = "", 0, []
     thread = _catalog_thread(conn, tid)
     if thread is not None:
         subject = thread.subject or ""
         first, last = thread.first_date, thread.last_date
         total_messages = len(thread.message_ids)
-        if thread.participants:
-            participants = [a.label for a in thread.participants]
+        participants = [a.label for a in thread.participants]
+    if not participants:  # no catalog at hand: the names on a few matching messages
+        for d in [best[0], *ordered[:4]]:
+            for n in _names(s.stored_fields(d) if d != best[0] else top):
+                if n not in participants:
+                    participants.append(n)
     if not subject:
-        subject = stored[0].get("subject", "") if stored else top.get("subject", "")
+        subject = (s.stored_fields(ordered[0]) if ordered[0] != best[0] else top).get(
+            "subject", "")
     return SearchHit(
         thread_id=tid,
         subject=subject,
         score=best[1],
-        message_ids=tuple(f["id"] for f in stored),
+        message_ids=tuple(ids[d] for d in ordered),
         snippet=snippet,
         highlights=spans,
         first_date=first,
@@ -523,8 +677,7 @@ def _facets(opened: _Open, matched: list[int], names: Sequence[str], *,
             by_thread: bool) -> dict[str, tuple[tuple[str, int], ...]]:
     if not matched:
         return {name: () for name in names}
-    reader = opened.searcher.reader()
-    col = reader.column_reader("facets")
+    col = opened.column("facets")
     tid_of = _thread_column(opened, matched) if by_thread else {}
     counts: dict[str, dict[str, set[Any]]] = {n: defaultdict(set) for n in names}
     display: dict[str, dict[str, str]] = {n: {} for n in names}
@@ -594,7 +747,7 @@ def _suggestion(s: Any, parsed: ParsedQuery, total: int, now: datetime | None,
         better = parse_query(text, now=now, resolve_thread=resolve)
     except QueryError:
         return None
-    if len(list(s.docs_for_query(better.query))) <= total:
+    if len(docset(s, better.query)) <= total:
         return None
     return text
 
@@ -623,7 +776,7 @@ def related(kb: Any, thread_id: str, *, limit: int = 10, conn: Any = None) -> Se
                    for word, weight in keys for f in ("body", "subject")])
         q = wq.AndNot(q, wq.Term("thread_id", tid))
         parsed = ParsedQuery(text=f"related:{tid}", tree=None,  # type: ignore[arg-type]
-                             query=q,
+                             query=q, scoring=q,
                              highlight_terms=frozenset(("body", w) for w, _ in keys))
         total, hits, _matched = _thread_hits(opened, parsed, limit, 0, "relevance", conn)
         return SearchResult(query=f"related:{tid}", total=total, hits=tuple(hits),
@@ -633,6 +786,20 @@ def related(kb: Any, thread_id: str, *, limit: int = 10, conn: Any = None) -> Se
 
 
 # ------------------------------------------------------------------------------ for export
+
+
+def matching_threads(kb: Any, query: str, *, conn: Any = None,
+                     now: datetime | None = None) -> set[str]:
+    """The ids of every thread the query matches, without ranking, snippets or the catalog
+    (for `grex export --only QUERY`: search(..., limit=all) builds a hit per thread)."""
+    parsed = parse_query(query, now=now, resolve_thread=_thread_resolver(conn))
+
+    def run(opened: _Open) -> set[str]:
+        matched = docset(opened.searcher, parsed.query)
+        return set(_thread_column(opened, matched).values())
+
+    return with_index(kb, run)
+
 
 
 def iter_index_docs(kb: Any, *, thread_id: str | None = None) -> Iterator[dict[str, Any]]:
@@ -666,6 +833,7 @@ def facet_names() -> tuple[str, ...]:
     return FACETS
 
 
-__all__ = ["SORTS", "SearchHit", "SearchResult", "facet_names", "index_stats",
-           "iter_index_docs", "related", "search", "snippet_for", "with_index"]
+__all__ = ["SORTS", "SearchHit", "SearchResult", "docset", "facet_names", "index_stats",
+           "iter_index_docs", "matching_threads", "related", "search", "snippet_for",
+           "with_index"]
 

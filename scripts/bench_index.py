@@ -166,21 +166,25 @@ def build_scaled(kb11: store.KB, conn: Any, kb_big: Path, scale: int, procs: int
 
 
 def inprocess(kb: Any, conn: Any, runs: int, *, messages: bool) -> dict:
+    """Warm in-process latency: wall clock, and CPU time of this process (less sensitive
+    to other processes on a shared machine)."""
     per_cat: dict[str, list[float]] = {}
     all_ms: list[float] = []
+    cpu_ms: list[float] = []
     totals = {}
     for _cat, q, _nq, facets in QUERIES:  # warm: open the index, fill caches
         search(kb, q, messages=messages, facets=facets, conn=conn)
     for _ in range(runs):
         for cat, q, _nq, facets in QUERIES:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             r = search(kb, q, messages=messages, facets=facets, conn=conn)
             ms = (time.perf_counter() - t) * 1000
+            cpu_ms.append((time.process_time() - c) * 1000)
             per_cat.setdefault(cat, []).append(ms)
             all_ms.append(ms)
             totals[q] = r.total
-    return {"all": summary(all_ms), "by_category": {c: summary(v) for c, v in per_cat.items()},
-            "totals": totals}
+    return {"all": summary(all_ms), "cpu": summary(cpu_ms),
+            "by_category": {c: summary(v) for c, v in per_cat.items()}, "totals": totals}
 
 
 def cold_open(kb: Any, conn: Any, runs: int) -> dict:
@@ -259,6 +263,10 @@ def main() -> None:
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="reuse KBs / maildirs in --work")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N posts (smoke)")
+    ap.add_argument("--queries-only", action="store_true",
+                    help="reuse the built KBs; skip the index timings (with --reuse)")
+    ap.add_argument("--build-only", action="store_true",
+                    help="only import and build the scaled index / notmuch databases")
     args = ap.parse_args()
     work: Path = args.work
     if work.exists() and not args.reuse:
@@ -288,7 +296,8 @@ def main() -> None:
                              "msg_per_s": round(rep.added / secs, 1), "load": [la, load()]}
         print(f"grex import: {rep.added} messages in {secs:.1f} s", flush=True)
     results["index"] = {}
-    for procs in (2, 1):
+    skip_builds = args.build_only or args.queries_only
+    for procs in (() if skip_builds else (1, 2)):  # the procs=2 build is the one searched
         la = load()
         r = gi.rebuild_index(kb, conn, procs=procs)
         results["index"][f"procs{procs}"] = {
@@ -297,7 +306,8 @@ def main() -> None:
             "load": [la, load()]}
         print(f"index procs={procs}: {r.documents} docs {r.seconds:.1f} s "
               f"({r.documents / r.seconds:.0f}/s)", flush=True)
-    gi.rebuild_index(kb, conn, procs=2)  # the index searched below: as `grex reindex` makes it
+    if gi.current_index_dir(kb.path) is None:
+        gi.rebuild_index(kb, conn, procs=2)
     nm1 = notmuch_env(work, md1, "11k")
     if not (md1 / ".notmuch").exists():
         la = load()
@@ -309,16 +319,17 @@ def main() -> None:
 
     # 2. queries at 11k
     la = load()
-    results["query_11k"] = {
+    results["query_11k"] = {} if args.build_only else {
         "threads_inprocess": inprocess(kb, conn, args.runs, messages=False),
         "messages_inprocess": inprocess(kb, conn, args.runs, messages=True),
         "cold_open_inprocess": cold_open(kb, conn, 5),
         "process": processes(kb_path, nm1, args.process_runs),
         "load": [la, load()],
     }
-    print(json.dumps(results["query_11k"]["threads_inprocess"]["all"]),
-          json.dumps(results["query_11k"]["process"]), flush=True)
-    results["importtime"] = importtime(kb_path)
+    if not args.build_only:
+        print(json.dumps(results["query_11k"]["threads_inprocess"]["all"]),
+              json.dumps(results["query_11k"]["process"]), flush=True)
+        results["importtime"] = importtime(kb_path)
 
     # 3. the scaled corpus
     if not args.skip_scale:
@@ -331,8 +342,8 @@ def main() -> None:
         big = store.KB.open(big_path)
         big_conn = big.connect(readonly=True)
         nm_big = None
+        md_big = work / f"maildir-{args.scale}x"
         if not args.no_notmuch_scale:
-            md_big = work / f"maildir-{args.scale}x"
             if not (md_big / ".notmuch").exists():
                 for copy in range(args.scale):
                     write_maildir(files, md_big, copy + 1)
@@ -346,17 +357,19 @@ def main() -> None:
                 print(f"notmuch new (scaled): {secs:.1f} s", flush=True)
             nm_big = notmuch_env(work, md_big, "big")
         la = load()
-        results["query_scaled"] = {
+        results["query_scaled"] = {} if args.build_only else {
             "threads_inprocess": inprocess(big, big_conn, args.runs, messages=False),
             "messages_inprocess": inprocess(big, big_conn, args.runs, messages=True),
             "cold_open_inprocess": cold_open(big, big_conn, 5),
             "process": processes(big_path, nm_big, args.process_runs),
             "load": [la, load()],
         }
-        print(json.dumps(results["query_scaled"]["threads_inprocess"]["all"]),
-              json.dumps(results["query_scaled"]["process"]), flush=True)
+        if not args.build_only:
+            print(json.dumps(results["query_scaled"]["threads_inprocess"]["all"]),
+                  json.dumps(results["query_scaled"]["process"]), flush=True)
     results["machine"]["finished"] = datetime.now(UTC).isoformat()
-    (work / "bench-results.json").write_text(json.dumps(results, indent=2))
+    name = "bench-build.json" if args.build_only else "bench-results.json"
+    (work / name).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 

@@ -118,6 +118,36 @@ def test_search_path_imports_no_nlp(notmuch_default_kb: Path) -> None:
     assert json.loads(done.stdout)["total"] == 5
 
 
+def test_docset_equals_whoosh_matching(notmuch_default_kb: Path) -> None:
+    """grex's set-based matching (thread grouping, facets) equals what Whoosh scores."""
+    from grex.query import parse_query
+    from grex.search import docset, with_index
+
+    queries = ["install AND NOT subject:PATCH", "emacs -subject:patch", "NOT maildir", "*",
+               "maildir OR emacs", "(notmuch OR xapian) AND NOT from:cworth", "pat*",
+               "date:2009-11-17..2009-11-17 -tag:attachment", '"inode order" OR freebsd']
+
+    def check(opened: Any) -> None:
+        s = opened.searcher
+        for q in queries:
+            pq = parse_query(q)
+            scored = sorted(h.docnum for h in s.search(pq.query, limit=None))
+            assert docset(s, pq.query) == scored, q
+
+    with_index(notmuch_default_kb, check)
+
+
+def test_matching_threads_equals_the_thread_hits(notmuch_default_kb: Path) -> None:
+    from grex import store
+    from grex.search import matching_threads, search
+
+    kb = store.KB.open(notmuch_default_kb)
+    for q in ("subject:PATCH", "maildir -emacs", "*"):
+        full = search(kb, q, limit=1000)
+        assert matching_threads(kb, q) == {h.thread_id for h in full.hits}
+        assert len(full.hits) == full.total
+
+
 def test_reindex_command(tmp_path: Path, notmuch_default_kb: Path, grex_cli: Any) -> None:
     before = grex_cli(notmuch_default_kb, "search", "--json", "--messages", "--limit", "100",
                       "*").json()
@@ -128,3 +158,22 @@ def test_reindex_command(tmp_path: Path, notmuch_default_kb: Path, grex_cli: Any
     after = grex_cli(notmuch_default_kb, "search", "--json", "--messages", "--limit", "100",
                      "*").json()
     assert after["total"] == before["total"] == 52
+
+
+def test_fast_path_matches_the_typer_command(notmuch_default_kb: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`grex search` skips Typer (fast_main); the Typer command must print the same."""
+    from grex.cli import app
+    from grex.cli.search import fast_main
+
+    args = ["--kb", str(notmuch_default_kb), "search", "--json", "--limit", "5", "--facet",
+            "from", "--sort=newest"]
+    capsys.readouterr()
+    assert fast_main([*args, "subject:PATCH", "-emacs"]) == 0  # -emacs: a negated word
+    fast = json.loads(capsys.readouterr().out)
+    app(args=[*args, "subject:PATCH -emacs"], prog_name="grex", standalone_mode=False)
+    slow = json.loads(capsys.readouterr().out)
+    assert fast == slow and fast["total"] > 5
+    assert fast_main(["--kb", "x", "search", "--help"]) is None
+    assert fast_main(["--kb", "x", "related", "abc"]) is None
+    assert fast_main(["--kb", "x", "search", "--bogus", "q"]) is None

@@ -89,7 +89,27 @@ def test_unshared_message_leaves_the_index(mail: Mail) -> None:
     assert mail.ids("falcon") == {keep}
     assert mail.ids("salary") == set()
     assert mail.ids(f"id:{gone}") == set()
+    assert mail.ids("NOT falcon") == set()
     assert set(_doc_ids(mail.kb)) == {keep}
+    _same_docsets(mail.kb, ["falcon", "NOT falcon", "falcon -salary", "*", "fal*",
+                            "date:2024..", "status OR salary"])
+
+
+def _same_docsets(kb: store.KB, queries: list[str]) -> None:
+    """grex's set-based matching equals Whoosh's own docs_for_query, less deleted documents
+    (Whoosh's NOT matches deleted documents until a merge; grex's docset does not)."""
+    from grex.query import parse_query
+    from grex.search import docset, with_index
+
+    def check(opened: Any) -> None:
+        s = opened.searcher
+        for q in queries:
+            pq = parse_query(q)
+            r = s.reader()
+            live = sorted(d for d in s.docs_for_query(pq.query) if not r.is_deleted(d))
+            assert docset(s, pq.query) == live, q
+
+    with_index(kb, check)
 
 
 def test_attachment_names_and_has_attachment(mail: Mail) -> None:
@@ -138,6 +158,7 @@ def test_many_small_commits_keep_few_segments(mail: Mail) -> None:
         assert index_stats(mail.kb)["segments"] <= SEGMENT_LIMIT
     assert index_stats(mail.kb)["documents"] == SEGMENT_LIMIT + 4
     assert len(mail.ids("round")) == SEGMENT_LIMIT + 3
+    _same_docsets(mail.kb, ["round", "round -number", "NOT round", "roun*", "text OR first"])
 
 
 def test_rebuild_swaps_generations_atomically(mail: Mail) -> None:

@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("GREX_DEBUG") == "1"
+    if "search" in args and not debug:  # search's fast path: no Typer (see fast_main)
+        from grex.cli.search import fast_main
+
+        code = fast_main(args)
+        if code is not None:
+            sys.exit(code)
     try:
         # without standalone mode a typer.Exit(n) comes back as a return value
         rc = app(args=args, prog_name="grex", standalone_mode=False)

@@ -13,9 +13,9 @@ SEARCH_HELP = """Search the knowledge base (threads by relevance; --messages for
 
 \b
 Query language (notmuch / mu compatible where they agree):
-  word  "a phrase"  foo*       words match subject, body, names, addresses,
-                               attachment names, topics, keyphrases, entities;
-                               words are stemmed (run = running), accents folded
+  word  "a phrase"  foo*       words match subject, body, names, addresses and
+                               attachment names; stemmed (run = running),
+                               accents folded
   a b   a AND b                both (the default)
   a OR b   ( ... )             either; parentheses group
   NOT a   -a                   without (a AND NOT b, a -b)
@@ -27,6 +27,7 @@ Query language (notmuch / mu compatible where they agree):
   has:attachment  has:signed  has:encrypted  (tag:attachment works too)
   *                            every message
 Operators are upper case; a bad query is reported with a caret at the problem.
+Unquoted words are joined: grex search budget -draft (-draft negates).
 """
 
 
@@ -164,3 +165,96 @@ def _span(a: Any, b: Any) -> str:
     if b is None or a.date() == b.date():
         return f"{a:%Y-%m-%d}"
     return f"{a:%Y-%m-%d}..{b:%Y-%m-%d}"
+
+
+def fast_main(argv: list[str]) -> int | None:
+    """`grex [--kb PATH] [-q] [--debug] search QUERY... [options]` without Typer.
+
+    Typer's parameter coercion imports pydantic and builds an adapter per option: about
+    0.3 s of CPU in every `grex search` process, more than the search. grex.cli.main calls
+    this first; it returns None (Typer then handles the command) for anything but a plain
+    search: another command, --help, an option it does not know. Same options, output and
+    exit codes as the Typer command.
+    """
+    args = list(argv)
+    kb_flag: str | None = None
+    quiet = debug = False
+    while args and args[0].startswith("-"):
+        opt = args.pop(0)
+        if opt == "--kb" and args:
+            kb_flag = args.pop(0)
+        elif opt.startswith("--kb="):
+            kb_flag = opt[len("--kb="):]
+        elif opt in ("--quiet", "-q"):
+            quiet = True
+        elif opt == "--debug":
+            debug = True
+        else:
+            return None
+    if not args or args[0] != "search" or debug or any(
+            a in ("--help", "-h") for a in args[1:]):
+        return None
+    opts = _parse_search_args(args[1:])
+    if opts is None:
+        return None
+    from grex import search as gs
+    from grex.cli.core import AppState, err_console
+    from grex.errors import GrexError
+
+    st = AppState(kb_flag=kb_flag, quiet=quiet)
+    try:
+        kb, conn = _open_readonly(st)
+        try:
+            result = gs.search(kb, " ".join(opts["query"]), messages=opts["messages"],
+                               limit=opts["limit"], offset=opts["offset"], sort=opts["sort"],
+                               facets=tuple(opts["facet"]), conn=conn)
+        except QueryError as e:
+            raise _with_caret(e) from None
+        if opts["json"]:
+            emit_json(result.to_json())
+        else:
+            _print_result(st, result)
+    except GrexError as e:
+        err_console.print(f"Error: {e}", markup=False)
+        return e.exit_code
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+def _parse_search_args(args: list[str]) -> dict[str, Any] | None:
+    """Options of `grex search`; anything else is the query, so `grex search budget -draft`
+    works (``-draft`` negates). None for an unknown ``--option`` or a bad value."""
+    opts: dict[str, Any] = {"query": [], "messages": False, "json": False, "limit": 20,
+                            "offset": 0, "sort": "relevance", "facet": []}
+    valued = {"--limit": int, "--offset": int, "--sort": str, "--facet": str}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        i += 1
+        if a == "--":
+            opts["query"].extend(args[i:])
+            break
+        if a in ("--messages", "--json"):
+            opts[a[2:]] = True
+            continue
+        name, eq, value = a.partition("=")
+        if name in valued:
+            if not eq:
+                if i >= len(args):
+                    return None
+                value = args[i]
+                i += 1
+            try:
+                v = valued[name](value)
+            except ValueError:
+                return None
+            if name == "--facet":
+                opts["facet"].append(v)
+            else:
+                opts[name[2:]] = v
+            continue
+        if a.startswith("--"):
+            return None
+        opts["query"].append(a)
+    return opts if opts["query"] else None
