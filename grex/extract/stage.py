@@ -123,6 +123,9 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
     from grex.extract.model import load_model
 
     ensure_schema(conn)
+    if not all and not refit and not store.changes_since(conn, CURSOR)[0]:
+        # nothing new: don't pay for loading spaCy (a quiet cron sync stays cheap)
+        return ExtractReport()
     nlp_cfg = getattr(config, "nlp", None)
     if nlp is None:
         nlp, info = load_model(getattr(nlp_cfg, "model", None))
@@ -253,7 +256,9 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
         # removals can leave anyone's counts stale: then all people are recomputed
         full = all or refitted or bool(deleted_msgs or deleted_threads)
         people = _refresh_people(conn, model, None if full else live)
-        store.set_cursor(conn, CURSOR, last)
+        # past `last` there are only the thread changes this stage just logged for the
+        # index (topics moved): they are not news to extraction itself
+        store.set_cursor(conn, CURSOR, max(last, store.last_seq(conn)))
     return ExtractReport(
         messages_seen=len(candidates), messages_computed=done, messages_unchanged=unchanged,
         messages_deleted=len(deleted_msgs), threads_updated=len(live), truncated=truncated,
@@ -465,9 +470,15 @@ def _assign_topics(conn: sqlite3.Connection, model: topics_mod.TopicModel,
         _store_topic_labels(conn, model)
     ids, docs = _thread_docs(conn, list(tids))
     for tid, weights in zip(ids, model.assign(docs), strict=True):
+        before = {(r[0], round(r[1], 4)) for r in conn.execute(
+            "SELECT topic_id, weight FROM extract_thread_topics WHERE thread_id = ?", (tid,))}
         conn.execute("DELETE FROM extract_thread_topics WHERE thread_id = ?", (tid,))
         conn.executemany("INSERT INTO extract_thread_topics VALUES (?,?,?)",
                          [(tid, i, w) for i, w in weights])
+        if before != {(i, round(w, 4)) for i, w in weights}:
+            # the index copies a thread's topics onto its messages: tell it (a refit or
+            # `extract --all` changes threads no new message touched)
+            store.log_change(conn, "thread", tid, "upsert")
 
 
 # ------------------------------------------------------------------------ people
