@@ -121,13 +121,20 @@ def test_sigkill_during_import_then_rerun_loses_and_duplicates_nothing(tmp_path:
     subprocess.run([sys.executable, "-m", "grex", "--kb", str(reference), "import", "--no-later",
                     str(src)], check=True, capture_output=True, timeout=600, env=env)
     killed = tmp_path / "killed"
-    for delay in (0.8, 1.6):
+    interrupted = 0
+    for at_least in (100, 300):  # kill once early and once later in the import
         p = subprocess.Popen([sys.executable, "-m", "grex", "--kb", str(killed), "import",
                               "--no-later", str(src)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=env)
-        time.sleep(delay)
+        raw = killed / "raw" / "cur"
+        deadline = time.monotonic() + 120
+        while p.poll() is None and time.monotonic() < deadline:
+            if raw.is_dir() and sum(1 for _ in raw.iterdir()) >= at_least:
+                break
+            time.sleep(0.005)
         p.send_signal(signal.SIGKILL)
-        p.wait()
+        interrupted += p.wait() == -signal.SIGKILL
+    assert interrupted >= 1, "the import finished before it could be killed"
     subprocess.run([sys.executable, "-m", "grex", "--kb", str(killed), "import", "--no-later",
                     str(src)], check=True, capture_output=True, timeout=600, env=env)
 
