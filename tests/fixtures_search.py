@@ -14,26 +14,9 @@ from typing import Any
 
 import pytest
 
+from tests.corpora import corpus as corpus_path
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def corpora_dir() -> Path | None:
-    for c in (os.environ.get("GREX_CORPORA"), REPO.parent / "shared" / "corpora",
-              Path("/work/shared/corpora")):
-        if c and Path(c).is_dir():
-            return Path(c)
-    return None
-
-
-def search_corpus(*parts: str) -> Path:
-    """A path inside the shared corpora; skips the test when they are absent."""
-    root = corpora_dir()
-    if root is None:
-        pytest.skip("../shared/corpora is absent (set GREX_CORPORA to run the corpus tests)")
-    path = root.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"corpus path {path} is absent")
-    return path
 
 
 def grex_process(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -76,7 +59,7 @@ def grex_cli(capsys: pytest.CaptureFixture[str],
 
 
 def _imported(tmp_path_factory: pytest.TempPathFactory, corpus: str) -> Path:
-    maildir = search_corpus(corpus, "maildir")
+    maildir = corpus_path(corpus, "maildir")
     kb = tmp_path_factory.mktemp(corpus) / "kb"
     done = grex_process("--kb", str(kb), "import", str(maildir))
     assert done.returncode == 0, done.stderr

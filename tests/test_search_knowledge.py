@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures_search import grex_process, search_corpus
+from tests.corpora import corpus as corpus_path
+from tests.fixtures_search import grex_process
 
 pytestmark = [pytest.mark.nlp, pytest.mark.corpus, pytest.mark.slow]
 
@@ -15,7 +16,7 @@ pytestmark = [pytest.mark.nlp, pytest.mark.corpus, pytest.mark.slow]
 def test_entities_and_topics_are_searchable_and_faceted(tmp_path: Path,
                                                         grex_cli: Any) -> None:
     pytest.importorskip("grex.extract", reason="the extraction stage is not in this build")
-    maildir = search_corpus("notmuch-default", "maildir")
+    maildir = corpus_path("notmuch-default", "maildir")
     kb = tmp_path / "kb"
     done = grex_process("--kb", str(kb), "import", str(maildir))  # extract, then index
     assert done.returncode == 0, done.stderr

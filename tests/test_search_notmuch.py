@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures_search import search_corpus
+from tests.corpora import corpus as corpus_path
 
 pytestmark = pytest.mark.corpus
 
@@ -30,7 +30,7 @@ JACCARD_DEFAULT = 0.95
 
 
 def _queries(corpus: str) -> list[dict[str, Any]]:
-    path = search_corpus(corpus, "groundtruth", "search_queries.json")
+    path = corpus_path(corpus, "groundtruth", "search_queries.json")
     return json.loads(path.read_text(encoding="utf-8"))["queries"]
 
 
