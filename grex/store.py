@@ -739,17 +739,19 @@ def rethread(conn: sqlite3.Connection, seed_ids: Sequence[str], *, subject_merge
     components = build_threads(links, subject_merge=subject_merge)
 
     created: dict[str, float] = {}
+    started: dict[str, float] = {}
     for chunk in _chunks(list(affected)):
-        for r in conn.execute(f"SELECT thread_id, created_at FROM threads "
+        for r in conn.execute(f"SELECT thread_id, created_at, first_date FROM threads "
                               f"WHERE thread_id IN ({_qs(chunk)})", chunk):
             created[r[0]] = r[1]
+            started[r[0]] = r[2]
     used: set[str] = set()
     merged = 0
     # biggest components first claim their old ids (a split keeps the id on the larger part)
     for comp in sorted(components, key=lambda c: -len(c.message_ids)):
         old = sorted({rows[m]["thread_id"] for m in comp.message_ids
                       if rows[m]["thread_id"] and rows[m]["thread_id"] not in used},
-                     key=lambda t: (created.get(t, now), t))
+                     key=lambda t: (created.get(t, now), started.get(t, now), t))
         if old:
             tid = old[0]
             for other in old[1:]:

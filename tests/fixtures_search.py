@@ -3,18 +3,16 @@ process (with this checkout's grex on the path, not an installed one)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.corpora import corpus as corpus_path
+from tests.fixtures_core import Result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,23 +25,13 @@ def grex_process(*args: str, timeout: float = 300) -> subprocess.CompletedProces
                           text=True, timeout=timeout, env=env, cwd=REPO)
 
 
-@dataclass
-class CliResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
 @pytest.fixture
 def grex_cli(capsys: pytest.CaptureFixture[str],
-             monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+             monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
     """Run ``grex.cli.main`` in-process: grex_cli(kb_path, "search", "--json", "foo")."""
     monkeypatch.delenv("GREX_KB", raising=False)
 
-    def run(kb_path: Path, *args: str) -> CliResult:
+    def run(kb_path: Path, *args: str) -> Result:
         from grex.cli import main
 
         capsys.readouterr()
@@ -53,7 +41,7 @@ def grex_cli(capsys: pytest.CaptureFixture[str],
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         out, err = capsys.readouterr()
-        return CliResult(code, out, err)
+        return Result(code, out, err)
 
     return run
 

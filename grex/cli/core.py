@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +19,11 @@ from grex import store
 from grex.config import Config, load_config, resolve_kb_path
 
 console = Console(highlight=False, soft_wrap=True)
+
+# option types shared by the commands
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+ThreadIdArg = Annotated[str, typer.Argument(help="a thread id (or unique prefix), or a "
+                                            "Message-ID in it")]
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from grex import pipeline, store
-from grex.cli.core import emit_json, progress_bar, say, state
+from grex.cli.core import JsonOpt, ThreadIdArg, emit_json, progress_bar, say, state
 from grex.errors import GrexError
 from grex.models import Address, Message, Thread
 
@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         limit: Annotated[int | None, typer.Option(help="at most this many")] = None,
         sort: Annotated[str, typer.Option(help="newest | oldest")] = "newest",
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        json_out: JsonOpt = False,
     ) -> None:
         """List threads, newest activity first."""
         st = state(ctx)
@@ -133,9 +133,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def show(
         ctx: typer.Context,
-        thread_id: Annotated[str, typer.Argument(help="a thread id (or unique prefix), or a "
-                                                 "Message-ID in it")],
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        thread_id: ThreadIdArg,
+        json_out: JsonOpt = False,
     ) -> None:
         """Show a thread: its messages in reply-tree order."""
         st = state(ctx)
@@ -183,7 +182,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def stats(
         ctx: typer.Context,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        json_out: JsonOpt = False,
     ) -> None:
         """Counts of the knowledge base, quarantined messages, and the NLP model in use."""
         st = state(ctx)

@@ -10,13 +10,12 @@ import typer
 
 from grex import cron, doctor, store
 from grex import status as gstatus
-from grex.cli.core import emit_json, say, state
+from grex.cli.core import JsonOpt, emit_json, say, state
 from grex.errors import GrexError
 
 cron_app = typer.Typer(help="Schedule `grex sync` (crontab block or systemd user timer).",
                        no_args_is_help=True, rich_markup_mode=None)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 SystemdOpt = Annotated[bool, typer.Option("--systemd", help="a systemd user service + timer "
                                           "instead of a crontab block")]
 UnitDirOpt = Annotated[Path | None, typer.Option("--unit-dir", help="where the systemd units "

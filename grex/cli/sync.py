@@ -11,7 +11,16 @@ import typer
 
 from grex import ops, pipeline, store
 from grex import sync as gsync
-from grex.cli.core import AppState, console, emit_json, say, show_progress, state
+from grex.cli.core import (
+    AppState,
+    JsonOpt,
+    ThreadIdArg,
+    console,
+    emit_json,
+    say,
+    show_progress,
+    state,
+)
 
 _SYMBOL = {"add": "+", "remove": "-", "keep": "=", "rematch": "~"}
 
@@ -133,9 +142,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def why(
         ctx: typer.Context,
-        thread_id: Annotated[str, typer.Argument(help="a thread id (or unique prefix), or a "
-                                                 "Message-ID in it")],
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        thread_id: ThreadIdArg,
+        json_out: JsonOpt = False,
     ) -> None:
         """Say why a thread is in the KB: who shared it, from which folder, by which rule."""
         st = state(ctx)
