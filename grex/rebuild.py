@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 
 from grex import store
 from grex.config import Config
 from grex.errors import ParseError
-from grex.models import Location, RawMessage
 from grex.parse import parse_message
 
 
@@ -18,7 +16,6 @@ def rebuild_catalog(kb: store.KB, conn: sqlite3.Connection, config: Config, *,
     """Re-parse each message from its raw file (same Message-ID kept) and re-thread all."""
     rows = conn.execute("SELECT message_id, raw_path, thread_id FROM messages").fetchall()
     reparsed = 0
-    now = time.time()
     for i in range(0, len(rows), 500):
         with store.transaction(conn):
             for r in rows[i:i + 500]:
@@ -29,20 +26,9 @@ def rebuild_catalog(kb: store.KB, conn: sqlite3.Connection, config: Config, *,
                     continue
                 if m.message_id != r["message_id"]:
                     continue  # a synthetic id of an older parser: keep the row as it is
-                row = store.message_row(m, r["raw_path"], r["thread_id"], now)
-                cols = store._MESSAGE_COLUMNS.split(", ")
-                sets = ", ".join(f"{c} = ?" for c in cols[2:-2])
-                conn.execute(f"UPDATE messages SET {sets}, updated_at = ? WHERE message_id = ?",
-                             (*row[2:-2], now, m.message_id))
-                conn.execute("DELETE FROM refs WHERE message_id = ?", (m.message_id,))
-                conn.executemany("INSERT OR IGNORE INTO refs VALUES (?, ?)",
-                                 [(m.message_id, x) for x in
-                                  dict.fromkeys(m.in_reply_to + m.references)
-                                  if x != m.message_id])
-                store.log_change(conn, "message", m.message_id, "upsert")
+                store.replace_parsed(conn, m)
                 reparsed += 1
         if progress:
             progress(len(rows[i:i + 500]))
     changed, _ = store.rethread_all(conn, subject_merge=config.threading.subject_merge)
-    _ = (RawMessage, Location)
     return {"reparsed": reparsed, "threads": changed}

@@ -572,10 +572,7 @@ def add_messages(kb: KB, conn: sqlite3.Connection,
             if rel:
                 conn.execute(f"INSERT OR IGNORE INTO messages({_MESSAGE_COLUMNS}) VALUES "
                              f"({', '.join('?' * 25)})", message_row(m, rel, None, now))
-                conn.executemany("INSERT OR IGNORE INTO refs(message_id, ref_id) VALUES (?, ?)",
-                                 [(m.message_id, r) for r in
-                                  dict.fromkeys(m.in_reply_to + m.references)
-                                  if r != m.message_id])
+                _write_refs(conn, m)
                 added.append(m.message_id)
                 log_change(conn, "message", m.message_id, "upsert")
             cur = conn.execute(
@@ -591,6 +588,27 @@ def add_messages(kb: KB, conn: sqlite3.Connection,
         changed, merged = rethread(conn, added, subject_merge=subject_merge) if added else (0, 0)
     return AddResult(added=tuple(added), duplicates=duplicates, unchanged=unchanged,
                      threads_changed=changed, threads_merged=merged)
+
+
+def _write_refs(conn: sqlite3.Connection, m: Message) -> None:
+    conn.execute("DELETE FROM refs WHERE message_id = ?", (m.message_id,))
+    conn.executemany("INSERT OR IGNORE INTO refs(message_id, ref_id) VALUES (?, ?)",
+                     [(m.message_id, r) for r in dict.fromkeys(m.in_reply_to + m.references)
+                      if r != m.message_id])
+
+
+def replace_parsed(conn: sqlite3.Connection, m: Message) -> None:
+    """Overwrite the parsed fields of a held message (same Message-ID, re-parsed from its
+    raw file by a newer parser); its thread, raw path and added time stay."""
+    now = time.time()
+    row = message_row(m, "", None, now)
+    cols = _MESSAGE_COLUMNS.split(", ")
+    parsed = [(c, v) for c, v in zip(cols, row, strict=True)
+              if c not in ("message_id", "thread_id", "raw_path", "added_at")]
+    conn.execute(f"UPDATE messages SET {', '.join(f'{c} = ?' for c, _ in parsed)} "
+                 "WHERE message_id = ?", (*(v for _, v in parsed), m.message_id))
+    _write_refs(conn, m)
+    log_change(conn, "message", m.message_id, "upsert")
 
 
 def _existing_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:

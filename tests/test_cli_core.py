@@ -148,3 +148,21 @@ def test_stats_json_counts_the_notmuch_corpus(grex) -> None:  # type: ignore[no-
     grex("import", str(corpus("notmuch-default", "maildir")))
     s = grex("stats", "--json").json()
     assert (s["messages"], s["threads"], s["locations"]) == (52, 24, 53)
+
+
+def test_rebuild_restores_parsed_fields_from_the_raw_store(kb, grex, mailbox: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    root = mailbox.deliver(subject="Acme outage")
+    reply = mailbox.deliver(subject="Re: Acme outage", in_reply_to=root, references=[root])
+    grex("import", "--no-later", str(mailbox.path))
+    before = grex("threads", "--json").json()
+    conn = kb.connect()
+    conn.execute("UPDATE messages SET subject = 'damaged', body_new = '' WHERE message_id = ?",
+                 (reply,))
+    conn.execute("DELETE FROM refs WHERE message_id = ?", (reply,))
+    conn.close()
+    r = grex("rebuild")
+    assert r.exit_code == 0, r.stderr
+    assert grex("threads", "--json").json() == before
+    shown = grex("show", before[0]["thread_id"], "--json").json()
+    assert [m["subject"] for m in shown["messages"]] == ["Acme outage", "Re: Acme outage"]
+    assert shown["messages"][1]["body"]["new"] == "Just text."

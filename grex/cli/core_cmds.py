@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -221,5 +220,3 @@ def register(app: typer.Typer) -> None:
                 report = rb.rebuild_catalog(kb, conn, config, progress=advance)
         say(st, f"{report['reparsed']} messages re-parsed, {report['threads']} threads")
 
-
-_ = sys  # keep the import for monkeypatching stdout in tests

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from grex.cli.core import console, emit_json, progress_bar, say, state
+from grex.cli.core import JsonOpt, console, emit_json, progress_bar, say, state
 from grex.errors import QueryError
 
 SEARCH_HELP = """Search the knowledge base (threads by relevance; --messages for messages).
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         facet: Annotated[list[str] | None, typer.Option(
             "--facet", help="count values of: topic | person | org | place | from | label | "
             "folder (repeatable)")] = None,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        json_out: JsonOpt = False,
     ) -> None:
         from grex import search as gs
 
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         thread_id: Annotated[str, typer.Argument(help="a thread id (or unique prefix)")],
         limit: Annotated[int, typer.Option(help="threads to show")] = 10,
-        json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+        json_out: JsonOpt = False,
     ) -> None:
         """Threads like this one (more like this: its most distinctive words)."""
         from grex import search as gs

@@ -91,13 +91,18 @@ def live_version(out_dir: Path) -> Path | None:
     return None
 
 
-def read_manifest(version: Path | None) -> dict[str, str]:
+def _manifest_json(version: Path | None) -> Any:
+    """The parsed manifest of a site version, or None when there is none readable."""
     if version is None:
-        return {}
+        return None
     try:
-        data = json.loads((version / MANIFEST).read_text("utf-8"))
+        return json.loads((version / MANIFEST).read_text("utf-8"))
     except (OSError, ValueError):
-        return {}
+        return None
+
+
+def read_manifest(version: Path | None) -> dict[str, str]:
+    data = _manifest_json(version)
     if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
         return {}
     files = data.get("files")
@@ -176,12 +181,7 @@ class Pending:
 
 
 def read_inputs(version: Path | None) -> dict[str, str]:
-    if version is None:
-        return {}
-    try:
-        data = json.loads((version / MANIFEST).read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
+    data = _manifest_json(version)
     inputs = data.get("inputs") if isinstance(data, dict) else None
     return {str(k): str(v) for k, v in inputs.items()} if isinstance(inputs, dict) else {}
 
