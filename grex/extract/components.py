@@ -35,7 +35,9 @@ from grex.extract.names import (
     header_names,
     name_from_address,
     name_variants,
+    name_words,
     normalise_email,
+    signature_orgs,
 )
 
 SEEDS_KEY = "grex_seeds"
@@ -49,6 +51,9 @@ _PHONE_RE = re.compile(
 )
 _TICKET_RE = re.compile(r"\b[A-Z]{2,}[A-Z0-9]*-\d{1,7}\b")
 _PRIORITY = {"rule": 0, "seed": 1, "gazetteer": 2}
+_INITIALS_LINE = re.compile(
+    r"^[ \t]*([A-Z]{2,3})[ \t]*\n(?=[ \t>]*(?:-+[ \t]*)?(?:Original[ \t]+Message|"
+    r"(?:From|Sent|To)[ \t]*:))", re.MULTILINE)
 
 
 def _load_gazetteer() -> dict[str, list[str]]:
@@ -91,6 +96,19 @@ class GrexRules:
                     out.append(span)
         return out
 
+    @staticmethod
+    def _initials_spans(doc: Doc, text: str) -> list[Span]:
+        """A sign-off by initials: a line of two or three capitals just above the quoted
+        message or header block ("MK" / "Original Message", "PT" / "From: ...")."""
+        out: list[Span] = []
+        for m in _INITIALS_LINE.finditer(text):
+            if m.group(1).lower() in NOT_NAMES:
+                continue
+            span = doc.char_span(m.start(1), m.end(1), label="PERSON")
+            if span is not None:
+                out.append(span)
+        return out
+
     def _seed_spans(self, doc: Doc, text: str) -> list[tuple[str, Span]]:
         raw: dict[str, Any] = doc.user_data.get(SEEDS_KEY) or {}
         names = list(raw.get("names") or ())
@@ -100,8 +118,12 @@ class GrexRules:
         addrs += ha
         addrs += [normalise_email(a) for a in EMAIL_RE.findall(text)]
         names += [n for n in (name_from_address(a) for a in addrs) if n]
+        # a signature's company line ("Mondo Cane" above its street address) is the
+        # organisation, also where it stands as a header display name
+        sig_orgs = {tuple(o.lower().split()) for o in signature_orgs(text)}
+        names = [n for n in names if tuple(name_words(n.lower())) not in sig_orgs]
 
-        seqs: dict[tuple[str, ...], str] = {}
+        seqs: dict[tuple[str, ...], str] = {o: "ORG" for o in sig_orgs if len(o) > 1}
         firsts: dict[str, set[str]] = {}
         lasts: dict[str, set[str]] = {}
         for name in dict.fromkeys(names):
@@ -123,6 +145,7 @@ class GrexRules:
                 if len(full) == 1 and w not in NOT_NAMES and len(w) > 1 and w.isalpha():
                     singles[w] = "PERSON"
         orgs = {o: "ORG" for o in domain_orgs(addrs)}
+        orgs.update({o[0]: "ORG" for o in sig_orgs if len(o) == 1})
 
         by_first: dict[str, list[tuple[str, ...]]] = {}
         for seq in seqs:
@@ -180,13 +203,24 @@ class GrexRules:
         if self.gazetteer is None:
             return []
         out: list[Span] = []
+        n = len(doc)
         for span in self.gazetteer(doc, as_spans=True):
             # "Paris Hilton", "Downtown Houston Partners": a capitalised neighbour that the
             # gazetteer doesn't know means the name is part of something longer: let NER decide.
+            # But "California Report" is a report on a place, and a known organisation
+            # followed by capitalised words ("UPS Ground") is still that organisation.
             before = doc[span.start - 1] if span.start > 0 else None
-            after = doc[span.end] if span.end < len(doc) else None
+            after = doc[span.end] if span.end < n else None
             if after is not None and after.is_title and not after.is_sent_start and after.is_alpha:
-                continue
+                if span.label_ == "ORG":
+                    j = span.end
+                    while j < n and j < span.end + 3 and doc[j].is_title and doc[j].is_alpha \
+                            and doc[j].lower_ not in NOT_NAMES \
+                            and "\n" not in doc[j - 1].text_with_ws:
+                        j += 1
+                    span = Span(doc, span.start, j, label="ORG")
+                elif after.lower_ not in _DOCUMENT_HEADS and after.lower_ not in _FACILITY_WORDS:
+                    continue
             if (before is not None and before.is_title and before.is_alpha
                     and before.i > 0 and not doc[before.i - 1].is_punct
                     and "\n" not in doc[before.i - 1].text_with_ws):
@@ -200,6 +234,8 @@ class GrexRules:
         text = doc.user_data.get(TEXT_KEY) or doc.text
         for span in self._regex_spans(doc, text):
             cands.append((_PRIORITY["rule"], -len(span), span))
+        for span in self._initials_spans(doc, text):
+            cands.append((_PRIORITY["seed"], -len(span), span))
         for kind, span in self._seed_spans(doc, text):
             cands.append((_PRIORITY[kind], -len(span), span))
         for span in self._gazetteer_spans(doc):
@@ -237,6 +273,27 @@ _TIME_ZONES = frozenset((
     "UTC", "GMT", "BST", "CET", "CEST", "EET", "PST", "PDT", "MST", "MDT", "CST", "CDT",
     "EST", "EDT", "AST", "HST", "AKST", "AKDT", "IST", "JST", "AEST",
 ))
+# Head words of plants and pipeline facilities: "Gallup Compressor Station", "Blanco Hub".
+_FACILITY_WORDS = frozenset(("compressor", "station", "plant", "refinery", "terminal", "hub",
+                             "substation"))
+# Nouns that make the acronym before them a computer system, not an organisation:
+# "the CAS system", "CAS training", "the PFS tab", "PDS and PFS records".
+_SYSTEM_NOUNS = frozenset((
+    "system", "systems", "tab", "tabs", "record", "records", "database", "databases",
+    "screen", "screens", "training", "software", "module", "modules", "login", "password",
+    "interface",
+))
+# Verbs of data entry: "rates I have entered into CBS" is a system too.
+_ENTRY_VERBS = frozenset((
+    "input", "inputs", "enter", "enters", "entered", "entering", "key", "keyed", "load",
+    "loaded", "upload", "uploaded", "import", "imported", "post", "posted",
+))
+_STATE_CODES = (
+    "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV "
+    "NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY")
+_US_STATES = frozenset(_STATE_CODES.split())
+# Lotus Notes / Outlook attachment markers: "<< File: FERC docket RM01-9.xls >>"
+_ATTACHMENT = re.compile(r"<<\s*File\s*:[^\n>]*>?>?", re.IGNORECASE)
 _DROP_LABELS = frozenset({"CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "TIME", "LANGUAGE",
                           "NORP"})
 _NAME_LABELS = frozenset({"PERSON", "ORG", "GPE", "LOC", "FAC", "NORP", "PRODUCT", "EVENT",
@@ -244,6 +301,23 @@ _NAME_LABELS = frozenset({"PERSON", "ORG", "GPE", "LOC", "FAC", "NORP", "PRODUCT
 
 
 class GrexPost:
+    @staticmethod
+    def _facility(doc: Doc, start: int, end: int) -> Span | None:
+        """The FAC span when a name is (or is followed by) a facility head word."""
+        inner = [i for i in range(start + 1, end) if doc[i].lower_ in _FACILITY_WORDS]
+        j = end
+        while j < len(doc) and doc[j].lower_ in _FACILITY_WORDS and doc[j].is_title \
+                and not doc[j].ent_type_:
+            j += 1
+        if j > end:
+            return Span(doc, start, j, label="FAC")
+        if inner:
+            last = inner[-1] + 1
+            while last < end and doc[last].lower_ in _FACILITY_WORDS:
+                last += 1
+            return Span(doc, start, last, label="FAC")
+        return None
+
     def _clean(self, span: Span) -> Span | None:
         doc = span.doc
         label = span.label_
@@ -290,6 +364,10 @@ class GrexPost:
                 return None  # addresses (also Lotus Notes "Name/HOU/ECT@ECT") are not names
             if _FILE_NAME.search(toks.text):
                 return None
+            if label in ("PERSON", "ORG", "GPE"):  # "Gallup Compressor Station": a facility
+                fac = self._facility(doc, start, end)
+                if fac is not None:
+                    return fac
             if label == "ORG" and len(toks) > 1 and toks[-1].lower_ in _DOCUMENT_HEADS:
                 return None  # "Letter Proposal", "BCAP Application": a document, not a body
         if label in ("PERSON", "ORG", "GPE"):  # "Allen Parkway", "Smith Street": a place
@@ -340,15 +418,62 @@ class GrexPost:
                     break
         return sorted(spans + extra, key=lambda s: s.start)
 
+    @staticmethod
+    def _systems(doc: Doc) -> set[str]:
+        """Acronyms the text uses as computer systems: "CAS training", "the PFS tab",
+        "PDS and PFS records", "entered into CBS". One sense per text: such an acronym is
+        no organisation anywhere in it."""
+        out: set[str] = set()
+        n = len(doc)
+        for tok in doc:
+            if not (tok.is_upper and tok.is_alpha and 2 <= len(tok) <= 6):
+                continue
+            j = tok.i + 1
+            # "PDS and PFS records": the head noun after a coordinated acronym
+            if j + 1 < n and doc[j].lower_ in ("and", "&", "/") and doc[j + 1].is_upper:
+                j += 2
+            if j < n and doc[j].lower_ in _SYSTEM_NOUNS:
+                out.add(tok.text)
+                continue
+            if tok.i > 0 and doc[tok.i - 1].lower_ == "into":
+                k = tok.i - 2
+                while k >= 0 and k >= tok.i - 8 and "\n" not in doc[k].text_with_ws:
+                    if doc[k].lower_ in _ENTRY_VERBS:
+                        out.add(tok.text)
+                        break
+                    k -= 1
+        return out
+
+    @staticmethod
+    def _states(doc: Doc, spans: list[Span]) -> list[Span]:
+        """"Houston, TX": a state code after a place (and its comma) is a place too."""
+        gpe_end = {sp.end for sp in spans if sp.label_ == "GPE"}
+        states = {i + 2 for i in gpe_end if i + 1 < len(doc) and doc[i].text == ","
+                  and doc[i + 1].text in _US_STATES}
+        if not states:
+            return spans
+        out = [sp for sp in spans if not any(sp.start < e <= sp.end for e in states)]
+        covered = {i for sp in out for i in range(sp.start, sp.end)}
+        out += [Span(doc, e - 1, e, label="GPE") for e in states if e - 1 not in covered]
+        return sorted(out, key=lambda sp: sp.start)
+
     def __call__(self, doc: Doc) -> Doc:
         keep: list[Span] = []
+        text = doc.user_data.get(TEXT_KEY) or doc.text
+        systems = self._systems(doc)
+        attached = [(m.start(), m.end()) for m in _ATTACHMENT.finditer(text)]
         for ent in doc.ents:
             if ent.label_ in _DROP_LABELS:
                 continue
+            if ent.label_ in ("ORG", "PRODUCT", "GPE", "PERSON") and ent.text in systems:
+                continue
+            if attached and ent.label_ in _NAME_LABELS and any(
+                    a <= ent.start_char and ent.end_char <= b for a, b in attached):
+                continue  # "<< File: FERC docket.xls >>": a file name, not a mention
             span = self._clean(ent)
             if span is not None:
                 keep.append(span)
-        text = doc.user_data.get(TEXT_KEY) or doc.text
+        keep = self._states(doc, keep)
         keep = filter_spans(self._propagate(doc, keep, text))  # never two entities on one token
         doc.set_ents(keep, default="outside")
         return doc

@@ -185,3 +185,43 @@ def domain_orgs(addresses: Iterable[str]) -> list[str]:
         if o and o not in seen:
             seen.append(o)
     return seen
+
+
+# A postal address line in a signature: "143 West 22nd Street New York, NY 10011",
+# "P.O. Box 1188", "Suite 400": a house number then a capitalised word, or a box / suite.
+_ADDRESS_LINE = re.compile(
+    r"^\s*(?:\d{1,6}[A-Za-z]?\s+(?:[NSEW]\.?\s+)?[A-Z0-9][\w.]*(?:\s+\S+){1,12}"
+    r"|P\.?\s?O\.?\s+Box\s+\d+.*|Suite\s+\d+.*)$"
+)
+_STREET = re.compile(r"\b(?:Street|St|Avenue|Ave|Boulevard|Blvd|Road|Rd|Parkway|Pkwy|Drive|Dr|"
+                     r"Lane|Ln|Way|Highway|Hwy|Plaza|Square|Place|Pl|Floor|Suite|Box)\b\.?")
+_SIG_WORD = re.compile(r"[A-Z][\w&'.-]*|&|of|and|the|de|la")
+
+
+def signature_orgs(text: str) -> list[str]:
+    """Company lines of signature blocks: the line just above a postal address line, when
+    the line above it is itself a short name or title line ("Greg Wooten / Mondo Cane /
+    143 West 22nd Street ..."): in a signature the company sits between the people and
+    their address. A person's own home address ("Kerry McGuire / 12 Elm Street") has no
+    such line above the name, so it is not taken."""
+    lines = text.splitlines()
+    out: list[str] = []
+    for i in range(2, len(lines)):
+        addr = lines[i]
+        if not (_ADDRESS_LINE.match(addr) and _STREET.search(addr)):
+            continue
+        cand, above = lines[i - 1].strip(), lines[i - 2].strip()
+        if not _short_caps_line(cand) or not _short_caps_line(above) or cand == above:
+            continue
+        if cand not in out:
+            out.append(cand)
+    return out
+
+
+def _short_caps_line(line: str) -> bool:
+    words = line.split()
+    if not 1 <= len(words) <= 5 or any(c.isdigit() for c in line) or "@" in line:
+        return False
+    if not all(_SIG_WORD.fullmatch(w) for w in words):
+        return False
+    return not all(w.lower().strip(".") in NOT_NAMES for w in words)
