@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from importlib import resources
 from typing import Any
 
@@ -204,7 +205,9 @@ class GrexRules:
             return []
         out: list[Span] = []
         n = len(doc)
-        for span in self.gazetteer(doc, as_spans=True):
+        found = self.gazetteer(doc, as_spans=True)
+        starts = {sp.start for sp in found}
+        for span in found:
             # "Paris Hilton", "Downtown Houston Partners": a capitalised neighbour that the
             # gazetteer doesn't know means the name is part of something longer: let NER decide.
             # But "California Report" is a report on a place, and a known organisation
@@ -215,7 +218,8 @@ class GrexRules:
                 if span.label_ == "ORG":
                     j = span.end
                     while j < n and j < span.end + 3 and doc[j].is_title and doc[j].is_alpha \
-                            and doc[j].lower_ not in NOT_NAMES \
+                            and doc[j].lower_ not in NOT_NAMES and j not in starts \
+                            and doc[j].lower_ not in _DOCUMENT_HEADS \
                             and "\n" not in doc[j - 1].text_with_ws:
                         j += 1
                     span = Span(doc, span.start, j, label="ORG")
@@ -266,6 +270,20 @@ _DOCUMENT_HEADS = frozenset((
     "contract", "contracts", "invoice", "invoices", "minutes", "agenda", "summary", "form",
     "forms", "spreadsheet", "checklist",
 ))
+# Functions of a company: an "organisation" made only of these ("Planning", "Gas Logistics",
+# "Legal and Regulatory Affairs") is a department named by its work, not an organisation's
+# name.
+_DEPARTMENT_WORDS = frozenset((
+    "planning", "marketing", "logistics", "legal", "trading", "accounting", "finance",
+    "financial", "operations", "sales", "engineering", "research", "risk", "treasury", "tax",
+    "compliance", "audit", "hr", "origination", "structuring", "scheduling", "settlements",
+    "credit", "contracts", "facilities", "regulatory", "affairs", "human", "resources",
+    "information", "technology", "management", "development", "business", "gas", "power",
+    "and", "&", "of", "the", "back", "front", "office", "middle", "group", "team", "desk",
+    "department", "dept", "dept.", "unit", "services", "support", "administration",
+    "communications", "public", "relations", "investor", "procurement", "purchasing",
+    "strategy", "analysis", "analytics", "reporting", "security", "maintenance", "fac", "fac.",
+))
 _STREET_WORDS = frozenset(("street", "st", "avenue", "ave", "boulevard", "blvd", "road", "rd",
                            "parkway", "pkwy", "drive", "dr", "lane", "ln", "highway", "hwy",
                            "plaza", "square", "freeway", "expressway", "box"))
@@ -293,7 +311,7 @@ _STATE_CODES = (
     "NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY")
 _US_STATES = frozenset(_STATE_CODES.split())
 # Lotus Notes / Outlook attachment markers: "<< File: FERC docket RM01-9.xls >>"
-_ATTACHMENT = re.compile(r"<<\s*File\s*:[^\n>]*>?>?", re.IGNORECASE)
+_ATTACHMENT = re.compile(r"<\s?<\s*File\s*:[^\n>]*(?:>\s?>?)?", re.IGNORECASE)
 _DROP_LABELS = frozenset({"CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "TIME", "LANGUAGE",
                           "NORP"})
 _NAME_LABELS = frozenset({"PERSON", "ORG", "GPE", "LOC", "FAC", "NORP", "PRODUCT", "EVENT",
@@ -356,7 +374,9 @@ class GrexPost:
                 if toks.text in _TIME_ZONES:
                     return None
                 # "1400 MT", "3 SME 's": capitals after a number are a unit or a count
-                if start > 0 and (doc[start - 1].like_num or doc[start - 1].is_digit):
+                prev = doc[start - 1] if start > 0 else None
+                if prev is not None and (prev.like_num or prev.is_digit) and not (
+                        len(prev) == 4 and prev.text[:2] in ("19", "20")):  # "May 2001 FERC"
                     return None
             if not any(c.isupper() for c in toks.text):
                 return None
@@ -368,6 +388,8 @@ class GrexPost:
                 fac = self._facility(doc, start, end)
                 if fac is not None:
                     return fac
+            if label == "ORG" and all(t.lower_ in _DEPARTMENT_WORDS or t.is_punct for t in toks):
+                return None  # "the Planning side", "Gas Logistics": a department
             if label == "ORG" and len(toks) > 1 and toks[-1].lower_ in _DOCUMENT_HEADS:
                 return None  # "Letter Proposal", "BCAP Application": a document, not a body
         if label in ("PERSON", "ORG", "GPE"):  # "Allen Parkway", "Smith Street": a place
@@ -385,10 +407,14 @@ class GrexPost:
         """One sense per text: a name tagged ORG/GPE/... once is tagged so wherever else it
         appears untagged in the same text (NER misses repeats in odd contexts)."""
         names: dict[tuple[str, ...], str] = {}
+        # two-letter acronyms ("TW") only when NER tagged them alike at least twice
+        short = Counter((sp.text, sp.label_) for sp in spans if len(sp.text) == 2
+                        and sp[0].is_upper and sp[0].is_alpha)
         for sp in spans:
             if sp.label_ in ("ORG", "GPE", "LOC", "FAC", "PRODUCT", "PERSON") and len(sp) <= 4:
                 key = tuple(t.text for t in sp)
-                if (any(c.isupper() for c in sp.text) and len(sp.text) > 2
+                if (any(c.isupper() for c in sp.text)
+                        and (len(sp.text) > 2 or short[(sp.text, sp.label_)] >= 2)
                         and not (len(sp) == 1 and (sp[0].is_stop or sp[0].lower_ in NOT_NAMES))):
                     names.setdefault(key, sp.label_)
         if not names:
