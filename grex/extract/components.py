@@ -57,6 +57,11 @@ _INITIALS_LINE = re.compile(
     r"(?:From|Sent|To)[ \t]*:))", re.MULTILINE)
 
 
+def _load_given_names() -> frozenset[str]:
+    text = resources.files("grex.extract").joinpath("data/given_names.json").read_text("utf-8")
+    return frozenset(json.loads(text)["names"])
+
+
 def _load_gazetteer() -> dict[str, list[str]]:
     text = resources.files("grex.extract").joinpath("data/gazetteer.json").read_text("utf-8")
     data = json.loads(text)
@@ -284,6 +289,15 @@ _DEPARTMENT_WORDS = frozenset((
     "communications", "public", "relations", "investor", "procurement", "purchasing",
     "strategy", "analysis", "analytics", "reporting", "security", "maintenance", "fac", "fac.",
 ))
+# Words that make a name an organisation's even after a given name ("Mark Anthony Partners").
+_ORG_WORDS = frozenset((
+    "inc", "corp", "corporation", "co", "company", "llc", "llp", "lp", "ltd", "limited", "plc",
+    "group", "partners", "associates", "energy", "services", "bank", "capital", "holdings",
+    "brothers", "bros", "foundation", "university", "college", "institute", "fund", "trust",
+    "international", "industries", "systems", "solutions", "technologies", "consulting",
+    "resources", "power", "gas", "oil", "petroleum", "pipeline", "securities", "investments",
+    "management", "media", "press", "news", "airlines", "motors", "labs", "school", "club",
+))
 _STREET_WORDS = frozenset(("street", "st", "avenue", "ave", "boulevard", "blvd", "road", "rd",
                            "parkway", "pkwy", "drive", "dr", "lane", "ln", "highway", "hwy",
                            "plaza", "square", "freeway", "expressway", "box"))
@@ -319,6 +333,19 @@ _NAME_LABELS = frozenset({"PERSON", "ORG", "GPE", "LOC", "FAC", "NORP", "PRODUCT
 
 
 class GrexPost:
+    def __init__(self) -> None:
+        self.given_names = _load_given_names()
+
+    def _person_not_org(self, doc: Doc, start: int, end: int) -> bool:
+        """"a memo from Dana Whitfield" tagged ORG: one to three capitalised words led by a
+        common given name, none of them an organisation word, is a person."""
+        toks = doc[start:end]
+        if not 1 <= len(toks) <= 3 or toks[0].text not in self.given_names:
+            return False
+        return all((t.is_title and t.is_alpha or len(t.text) == 2 and t.text[1] == "."
+                    and t.text[0].isupper()) and t.lower_ not in _ORG_WORDS
+                   and t.lower_ not in _DEPARTMENT_WORDS for t in toks)
+
     @staticmethod
     def _facility(doc: Doc, start: int, end: int) -> Span | None:
         """The FAC span when a name is (or is followed by) a facility head word."""
@@ -336,7 +363,8 @@ class GrexPost:
             return Span(doc, start, last, label="FAC")
         return None
 
-    def _clean(self, span: Span) -> Span | None:
+    def _clean(self, span: Span, ruled: frozenset[tuple[int, int]] = frozenset(),
+               ) -> Span | None:
         doc = span.doc
         label = span.label_
         if label in RULE_LABELS:
@@ -388,6 +416,9 @@ class GrexPost:
                 fac = self._facility(doc, start, end)
                 if fac is not None:
                     return fac
+            if label == "ORG" and (start, end) not in ruled \
+                    and self._person_not_org(doc, start, end):
+                return Span(doc, start, end, label="PERSON")
             if label == "ORG" and all(t.lower_ in _DEPARTMENT_WORDS or t.is_punct for t in toks):
                 return None  # "the Planning side", "Gas Logistics": a department
             if label == "ORG" and len(toks) > 1 and toks[-1].lower_ in _DOCUMENT_HEADS:
@@ -487,6 +518,7 @@ class GrexPost:
         keep: list[Span] = []
         text = doc.user_data.get(TEXT_KEY) or doc.text
         systems = self._systems(doc)
+        ruled = frozenset((a, b) for a, b in doc.user_data.get(RULED_KEY) or ())
         attached = [(m.start(), m.end()) for m in _ATTACHMENT.finditer(text)]
         for ent in doc.ents:
             if ent.label_ in _DROP_LABELS:
@@ -496,7 +528,7 @@ class GrexPost:
             if attached and ent.label_ in _NAME_LABELS and any(
                     a <= ent.start_char and ent.end_char <= b for a, b in attached):
                 continue  # "<< File: FERC docket.xls >>": a file name, not a mention
-            span = self._clean(ent)
+            span = self._clean(ent, ruled)
             if span is not None:
                 keep.append(span)
         keep = self._states(doc, keep)
