@@ -298,6 +298,17 @@ _ORG_WORDS = frozenset((
     "resources", "power", "gas", "oil", "petroleum", "pipeline", "securities", "investments",
     "management", "media", "press", "news", "airlines", "motors", "labs", "school", "club",
 ))
+# Abbreviations of titles, office jargon, file types, computing and units that NER calls
+# ORG on their own ("the CEO", "the RAM", "FYI", "50 MW"): general knowledge, none of them
+# names a particular organisation.
+_COMMON_ABBREVIATIONS = (
+    "CEO CFO COO CTO CIO CAO CCO VP SVP EVP AVP GM MD IT FYI ASAP TBD TBA ETA EOD COB YTD MTD "
+    "QTD FAQ IMHO IMO BTW NB PS RSVP AKA NDA RFP RFQ ROI KPI EBITDA EPS IPO LOI MOU SOW GAAP "
+    "PDF XLS DOC PPT CSV ZIP HTML XML SQL HTTP FTP URL API GUI CPU RAM ROM DOS OS LAN WAN VPN "
+    "DSL USB CD DVD TV PC PDA GPS SMS ID PIN SSN ASCII SCSI IRQ DMA UART FIFO IDE BIOS GIF "
+    "JPEG MW MWH GWH KW KWH BCF MCF MMCF BBL BPD MMBTU DTH"
+)
+_NOT_ORGS = frozenset(_COMMON_ABBREVIATIONS.split())
 _STREET_WORDS = frozenset(("street", "st", "avenue", "ave", "boulevard", "blvd", "road", "rd",
                            "parkway", "pkwy", "drive", "dr", "lane", "ln", "highway", "hwy",
                            "plaza", "square", "freeway", "expressway", "box"))
@@ -330,6 +341,21 @@ _DROP_LABELS = frozenset({"CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "TIME", 
                           "NORP"})
 _NAME_LABELS = frozenset({"PERSON", "ORG", "GPE", "LOC", "FAC", "NORP", "PRODUCT", "EVENT",
                           "WORK_OF_ART", "LAW"})
+
+
+def _shouted(doc: Doc, i: int) -> bool:
+    """Whether token i stands in a run of capitals: at least three other words of three or
+    more capital letters within four tokens of it, on its line."""
+    n = 0
+    for j in range(max(0, i - 4), min(len(doc), i + 5)):
+        if j == i:
+            continue
+        if "\n" in doc[min(i, j):max(i, j)].text_with_ws.rstrip("\n"):
+            continue
+        t = doc[j]
+        if t.is_alpha and t.is_upper and len(t) >= 3:
+            n += 1
+    return n >= 3
 
 
 class GrexPost:
@@ -416,6 +442,11 @@ class GrexPost:
                 fac = self._facility(doc, start, end)
                 if fac is not None:
                     return fac
+            if label == "ORG" and len(toks) == 1 and toks.text.upper() in _NOT_ORGS:
+                return None
+            if label == "ORG" and len(toks) == 1 and toks[0].is_upper and len(toks[0]) >= 4 \
+                    and _shouted(doc, start):
+                return None  # "A FIREARM, WHEN POSSESSED": a word of a line in capitals
             if label == "ORG" and (start, end) not in ruled \
                     and self._person_not_org(doc, start, end):
                 return Span(doc, start, end, label="PERSON")
