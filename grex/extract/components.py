@@ -52,6 +52,11 @@ _PHONE_RE = re.compile(
 )
 _TICKET_RE = re.compile(r"\b[A-Z]{2,}[A-Z0-9]*-\d{1,7}\b")
 _PRIORITY = {"rule": 0, "seed": 1, "gazetteer": 2}
+# A company's legal form after its name: "Southbridge Water Supply Co.", "Mind's Eye, Inc."
+_CORP_NAME = re.compile(
+    r"(?<![\w&'.-])((?:[A-Z][\w&'.-]*)(?:[ \t]+(?:[A-Z][\w&'.-]*|&|and|of|de)){0,4})"
+    r"[ \t]*,?[ \t]*(?:Inc|Corp|Corporation|Incorporated|LLC|L\.L\.C|Ltd|Co|Company|Limited|"
+    r"plc|PLC|LP|L\.P|LLP|GmbH|AG|S\.A|N\.V|B\.V)\b\.?(?![\w-])")
 _INITIALS_LINE = re.compile(
     r"^[ \t]*([A-Z]{2,3})[ \t]*\n(?=[ \t>]*(?:-+[ \t]*)?(?:Original[ \t]+Message|"
     r"(?:From|Sent|To)[ \t]*:))", re.MULTILINE)
@@ -100,6 +105,24 @@ class GrexRules:
                 span = doc.char_span(m.start(), end, label=label, alignment_mode="expand")
                 if span is not None:
                     out.append(span)
+        return out
+
+    @staticmethod
+    def _corp_spans(doc: Doc, text: str) -> list[Span]:
+        """Names followed by a legal form (Inc, Corp, LLC, Ltd, Co, ...) are organisations."""
+        out: list[Span] = []
+        for m in _CORP_NAME.finditer(text):
+            start = m.start(1)
+            words = m.group(1).split()
+            # "Thanks Acme Inc": leading greetings and header words are not part of the name
+            while words and words[0].lower().strip(".,") in NOT_NAMES:
+                start = text.index(words[1], start + len(words[0])) if len(words) > 1 else -1
+                words = words[1:]
+            if not words or start < 0:
+                continue
+            span = doc.char_span(start, m.end(), label="ORG", alignment_mode="contract")
+            if span is not None and len(span):
+                out.append(span)
         return out
 
     @staticmethod
@@ -248,6 +271,8 @@ class GrexRules:
         for kind, span in self._seed_spans(doc, text):
             cands.append((_PRIORITY[kind], -len(span), span))
         for span in self._gazetteer_spans(doc):
+            cands.append((_PRIORITY["gazetteer"], -len(span), span))
+        for span in self._corp_spans(doc, text):
             cands.append((_PRIORITY["gazetteer"], -len(span), span))
         cands.sort(key=lambda c: (c[0], c[1], c[2].start))
         taken: set[int] = set()
