@@ -83,6 +83,33 @@ def make_post(nlp: Language, name: str) -> GrexPost:
     return GrexPost()
 
 
+_CAP_RUN = re.compile(r"[A-Z][\w'-]*(?:[ \t]+(?:&[ \t]+)?[A-Z][\w'-]*){1,3}")
+
+
+def _spelled_domains(doc: Doc, text: str, labels: set[str]) -> list[Span]:
+    """Capitalised words whose letters spell a mail domain of the text are that
+    organisation: "Arthur Andersen" in mail from arthurandersen.com."""
+    out: list[Span] = []
+    if not labels:
+        return out
+    for m in _CAP_RUN.finditer(text):
+        words = [(w.start() + m.start(), w.end() + m.start(), w.group(0))
+                 for w in re.finditer(r"[^\s&]+", m.group(0))]
+        i = 0
+        while i < len(words) - 1:
+            for j in range(len(words), i + 1, -1):
+                key = re.sub(r"[^a-z0-9]", "", "".join(w[2] for w in words[i:j]).lower())
+                if key in labels:
+                    sp = doc.char_span(words[i][0], words[j - 1][1], label="ORG",
+                                       alignment_mode="contract")
+                    if sp is not None and len(sp):
+                        out.append(sp)
+                    i = j - 1
+                    break
+            i += 1
+    return out
+
+
 class GrexRules:
     def __init__(self, nlp: Language, *, gazetteer: bool = True) -> None:
         self.tokenizer = nlp.tokenizer
@@ -183,6 +210,7 @@ class GrexRules:
             lst.sort(key=len, reverse=True)
         out: list[tuple[str, Span]] = []
         n = len(doc)
+        out.extend(("seed", sp) for sp in _spelled_domains(doc, text, set(orgs)))
         words = set(by_first) | set(singles) | set(orgs)
         if not words:
             return out
