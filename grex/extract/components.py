@@ -285,6 +285,12 @@ class GrexRules:
                     and before.i > 0 and not doc[before.i - 1].is_punct
                     and "\n" not in doc[before.i - 1].text_with_ws):
                 continue
+            # "Public Utility Commission of Texas", "Power Pool of Alberta": the place ends
+            # an organisation's name
+            if span.label_ != "ORG" and before is not None and before.lower_ in ("of", "for") \
+                    and before.i > 0 and doc[before.i - 1].is_title \
+                    and "\n" not in doc[before.i - 1].text_with_ws:
+                continue
             out.append(span)
         return out
 
@@ -362,6 +368,14 @@ _COMMON_ABBREVIATIONS = (
     "JPEG MW MWH GWH KW KWH BCF MCF MMCF BBL BPD MMBTU DTH"
 )
 _NOT_ORGS = frozenset(_COMMON_ABBREVIATIONS.split())
+# Last words that make a name an organisation's, whatever NER called it.
+_ORG_HEADS = frozenset((
+    "inc", "corp", "corporation", "company", "co", "llc", "ltd", "limited", "plc", "group",
+    "partners", "associates", "services", "systems", "energy", "bank", "capital", "holdings",
+    "industries", "technologies", "securities", "airlines", "foundation", "institute",
+    "university", "college", "commission", "council", "association", "authority", "agency",
+    "board", "department", "ministry", "committee", "society", "union", "federation",
+))
 _STREET_WORDS = frozenset(("street", "st", "avenue", "ave", "boulevard", "blvd", "road", "rd",
                            "parkway", "pkwy", "drive", "dr", "lane", "ln", "highway", "hwy",
                            "plaza", "square", "freeway", "expressway", "box"))
@@ -495,6 +509,10 @@ class GrexPost:
                 fac = self._facility(doc, start, end)
                 if fac is not None:
                     return fac
+            if label in ("PERSON", "GPE", "LOC", "NORP", "WORK_OF_ART", "PRODUCT") \
+                    and len(toks) > 1 and (start, end) not in ruled \
+                    and toks[-1].is_title and toks[-1].lower_.rstrip(".") in _ORG_HEADS:
+                label = "ORG"  # "Kernel Mode Systems", "Atomic Energy Commission"
             if label == "ORG" and len(toks) == 1 and toks.text.upper() in _NOT_ORGS:
                 return None
             if label == "ORG" and len(toks) == 1 and toks[0].is_upper and len(toks[0]) >= 4 \
@@ -513,7 +531,7 @@ class GrexPost:
                 return Span(doc, start, end + 1, label="FAC")
             if end - start > 1 and doc[end - 1].lower_.rstrip(".") in _STREET_WORDS:
                 return Span(doc, start, end, label="FAC")
-        if (start, end) == (span.start, span.end):
+        if (start, end, label) == (span.start, span.end, span.label_):
             return span
         return Span(doc, start, end, label=label)
 
@@ -586,6 +604,22 @@ class GrexPost:
         return out
 
     @staticmethod
+    def _join_of(doc: Doc, spans: list[Span]) -> list[Span]:
+        """"Commission of" + "Texas": an ORG ending in of/for/and/& runs on into the name
+        right after it."""
+        out: list[Span] = []
+        for sp in sorted(spans, key=lambda x: x.start):
+            prev = out[-1] if out else None
+            if prev is not None and prev.label_ == "ORG" and prev.end == sp.start \
+                    and prev[-1].lower_ in ("of", "for", "and", "&", "de") \
+                    and sp.label_ in ("GPE", "LOC", "ORG", "FAC", "PERSON") \
+                    and "\n" not in prev[-1].text_with_ws:
+                out[-1] = Span(doc, prev.start, sp.end, label="ORG")
+            else:
+                out.append(sp)
+        return out
+
+    @staticmethod
     def _states(doc: Doc, spans: list[Span]) -> list[Span]:
         """"Houston, TX": a state code after a place (and its comma) is a place too."""
         gpe_end = {sp.end for sp in spans if sp.label_ == "GPE"}
@@ -616,6 +650,7 @@ class GrexPost:
             if span is not None:
                 keep.append(span)
         keep = self._states(doc, keep)
+        keep = self._join_of(doc, keep)
         keep = filter_spans(self._propagate(doc, keep, text))  # never two entities on one token
         doc.set_ents(keep, default="outside")
         return doc
