@@ -122,3 +122,15 @@ def test_post_joins_of_and_reads_given_names(nlp_model) -> None:  # type: ignore
     # an organisation word keeps it an organisation
     assert _post(nlp_model, "help from Dana Whitfield Partners", [(2, 5, "ORG")]) == {
         ("Dana Whitfield Partners", "ORG")}
+
+
+def test_post_one_word_orgs_take_the_sense_of_the_text(nlp_model) -> None:  # type: ignore[no-untyped-def]
+    # Modem(0) ships(1) today(2) ;(3) the(4) modem(5) is(6) fast(7)
+    assert _post(nlp_model, "Modem ships today; the modem is fast", [(0, 1, "ORG")]) == set()
+    # Jim(0) Berryhill(1) called(2) ;(3) Berryhill(4) agreed(5)
+    assert _post(nlp_model, "Jim Berryhill called; Berryhill agreed",
+                 [(0, 2, "PERSON"), (4, 5, "ORG")]) == {
+        ("Jim Berryhill", "PERSON"), ("Berryhill", "PERSON")}
+    # an address is not prose: "@initech.com" doesn't make Initech a common noun
+    assert _post(nlp_model, "Initech said no (bill@initech.com)", [(0, 1, "ORG")]) == {
+        ("Initech", "ORG")}

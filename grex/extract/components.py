@@ -604,6 +604,32 @@ class GrexPost:
         return out
 
     @staticmethod
+    def _one_word_senses(doc: Doc, spans: list[Span], text: str,
+                         ruled: frozenset[tuple[int, int]]) -> list[Span]:
+        """A one-word ORG that is a word of a person's name in the same text is that person
+        ("Olson and Berryhill" beside "Jim Berryhill"); one that the text also writes in
+        lowercase is a common noun ("Modem comes with ..." beside "my modem")."""
+        person_words = {t.text for sp in spans if sp.label_ == "PERSON" and len(sp) > 1
+                        for t in sp if t.is_title and len(t) > 2}
+        out: list[Span] = []
+        lower_words: set[str] | None = None
+        for sp in spans:
+            if sp.label_ != "ORG" or len(sp) != 1 or (sp.start, sp.end) in ruled \
+                    or not sp[0].is_title:
+                out.append(sp)
+                continue
+            if sp.text in person_words:
+                out.append(Span(doc, sp.start, sp.end, label="PERSON"))
+                continue
+            if lower_words is None:
+                prose = _URL_RE.sub(" ", EMAIL_RE.sub(" ", text))  # not "@acme.com"
+                lower_words = set(re.findall(r"(?<![\w.@/])[a-z][a-z'-]+\b", prose))
+            if sp.text.lower() in lower_words:
+                continue
+            out.append(sp)
+        return out
+
+    @staticmethod
     def _join_of(doc: Doc, spans: list[Span]) -> list[Span]:
         """"Commission of" + "Texas": an ORG ending in of/for/and/& runs on into the name
         right after it."""
@@ -651,6 +677,7 @@ class GrexPost:
                 keep.append(span)
         keep = self._states(doc, keep)
         keep = self._join_of(doc, keep)
+        keep = self._one_word_senses(doc, keep, text, ruled)
         keep = filter_spans(self._propagate(doc, keep, text))  # never two entities on one token
         doc.set_ents(keep, default="outside")
         return doc
