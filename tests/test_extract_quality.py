@@ -1,9 +1,11 @@
 """Quality floors on the shared corpora, a little under what scripts/eval_nlp.py measures.
 
 Skipped when ../shared/corpora is absent. Measured (scripts/eval_nlp.py, all 36 threads):
-PER P 0.951 R 0.932 F1 0.941; ORG F1 0.537; LOC F1 0.634 (plain en_core_web_sm: PER P 0.941
-F1 0.841, ORG 0.368, LOC 0.291). Topics: NMI 0.605
-on the seed-42 sample (NMF(20) on raw posts 0.38).
+PER P 0.961 R 0.938 F1 0.949; ORG P 0.609 R 0.652 F1 0.629; LOC F1 0.687 (plain
+en_core_web_sm: PER P 0.941 F1 0.841, ORG 0.368, LOC 0.291). The rules were made from the
+errors on half A (and on unlabelled 20news mail); half B is the held-out check: ORG F1 0.541
+there (0.515 before those rules), PER 0.940, LOC 0.616. Topics: NMI 0.605 on the seed-42
+sample (NMF(20) on raw posts 0.38).
 """
 
 from __future__ import annotations
@@ -18,21 +20,37 @@ pytestmark = [pytest.mark.nlp, pytest.mark.corpus]
 
 
 @pytest.fixture(scope="module")
-def entity_scores(nlp_model):  # type: ignore[no-untyped-def]
+def enron_predictions(nlp_model):  # type: ignore[no-untyped-def]
     docs = load_enron(corpus_or_skip("enron-emailcoref-ner-train"))
-    return score_entities(docs, lambda text: [(e.start, e.end, e.label) for e in
-                                              analyze_text(nlp_model, text).entities])
+    pred = {d.text: [(e.start, e.end, e.label) for e in analyze_text(nlp_model, d.text).entities]
+            for d in docs}
+    return docs, pred
+
+
+@pytest.fixture(scope="module")
+def entity_scores(enron_predictions):  # type: ignore[no-untyped-def]
+    docs, pred = enron_predictions
+    return score_entities(docs, pred.__getitem__)
 
 
 def test_person_floor_without_losing_precision(entity_scores) -> None:  # type: ignore[no-untyped-def]
     per = entity_scores["PER"]
-    assert per.f1 >= 0.92
-    assert per.precision >= 0.94  # plain en_core_web_sm: 0.941
+    assert per.f1 >= 0.93
+    assert per.precision >= 0.95  # plain en_core_web_sm: 0.941
 
 
 def test_org_and_loc_floors(entity_scores) -> None:  # type: ignore[no-untyped-def]
-    assert entity_scores["ORG"].f1 >= 0.50
-    assert entity_scores["LOC"].f1 >= 0.60
+    assert entity_scores["ORG"].f1 >= 0.60
+    assert entity_scores["LOC"].f1 >= 0.65
+
+
+def test_held_out_half_floors(enron_predictions) -> None:  # type: ignore[no-untyped-def]
+    """Half B: no rule was made from its errors, so it shows what the rules are worth."""
+    docs, pred = enron_predictions
+    b = score_entities([d for d in docs if d.half == "B"], pred.__getitem__)
+    assert b["ORG"].f1 >= 0.52  # 0.515 before the half-A rules
+    assert b["PER"].f1 >= 0.92 and b["PER"].precision >= 0.94
+    assert b["LOC"].f1 >= 0.59
 
 
 @pytest.mark.slow
