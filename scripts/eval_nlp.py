@@ -9,6 +9,9 @@ of 20news-bydate-train (seed 42) and on a second sample (seed 43) that nothing w
 baselines TF-IDF + NMF(20) and TF-IDF + k-means(20) computed in the same run.
 
     python scripts/eval_nlp.py [--corpora PATH] [--json]
+    python scripts/eval_nlp.py --errors A [--type ORG]   # error analysis on one half
+
+Rules are made from the errors of half A only (``--errors A``); half B is the held-out check.
 """
 
 from __future__ import annotations
@@ -56,6 +59,43 @@ def entity_scores(corpora: Path) -> dict[str, dict[str, dict[str, float]]]:
                                           "f1": round(s.f1, 3), "pred": s.predicted,
                                           "gold": s.gold} for t, s in scores.items()}
     return out
+
+
+def entity_errors(corpora: Path, half: str, want: str) -> tuple[list[str], list[str]]:
+    """False positives and false negatives of type ``want`` on one half, most frequent first,
+    each with a line of context (for error analysis: use half A, keep B held out)."""
+    from collections import Counter
+
+    from grex.extract.analyze import analyze_text
+    from grex.extract.evaluation import TYPE_MAP, load_enron
+    from grex.extract.model import load_model
+
+    nlp, _ = load_model()
+    fp: Counter[tuple[str, str, str]] = Counter()
+    fn: Counter[tuple[str, str]] = Counter()
+    ctx: dict[object, str] = {}
+    for d in load_enron(corpora):
+        if d.half != half and half != "all":
+            continue
+        pred = [(e.start, e.end, TYPE_MAP[e.label], e.label)
+                for e in analyze_text(nlp, d.text).entities if e.label in TYPE_MAP]
+        for s, e, t, lab in pred:
+            if t == want and not any(gt == t and gs < e and s < ge for gs, ge, gt in d.spans):
+                other = ",".join(gt for gs, ge, gt in d.spans if gs < e and s < ge) or "-"
+                key = (d.text[s:e], lab, other)
+                fp[key] += 1
+                ctx.setdefault(key, d.text[max(0, s - 50):e + 30])
+        for gs, ge, gt in d.spans:
+            if gt == want and not any(t == gt and gs < e and s < ge for s, e, t, _ in pred):
+                other = ",".join(lab for s, e, _, lab in pred if gs < e and s < ge) or "-"
+                fkey = (d.text[gs:ge], other)
+                fn[fkey] += 1
+                ctx.setdefault(fkey, d.text[max(0, gs - 50):ge + 30])
+
+    def fmt(key: object, n: int) -> str:
+        return f"{n:3d} {key!r}  ## {ctx[key]!r}"
+
+    return ([fmt(k, n) for k, n in fp.most_common()], [fmt(k, n) for k, n in fn.most_common()])
 
 
 def topic_scores(corpora: Path, seeds: tuple[int, ...] = (42, 43)) -> dict[str, float]:
@@ -111,8 +151,18 @@ def main() -> None:
     ap.add_argument("--corpora")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--only", choices=("entities", "topics"))
+    ap.add_argument("--errors", choices=("A", "B", "all"),
+                    help="list false positives / negatives on this half instead")
+    ap.add_argument("--type", default="ORG", choices=("PER", "ORG", "LOC"))
     args = ap.parse_args()
     corpora = find_corpora(args.corpora)
+    if args.errors:
+        fps, fns = entity_errors(corpora, args.errors, args.type)
+        print(f"{args.type} false positives on half {args.errors} (text, label, gold there):")
+        print("\n".join(fps))
+        print(f"{args.type} false negatives on half {args.errors} (text, predicted there):")
+        print("\n".join(fns))
+        return
     result: dict[str, object] = {}
     if args.only != "topics":
         result["entities"] = entity_scores(corpora)

@@ -679,5 +679,8 @@ class GrexPost:
         keep = self._join_of(doc, keep)
         keep = self._one_word_senses(doc, keep, text, ruled)
         keep = filter_spans(self._propagate(doc, keep, text))  # never two entities on one token
+        if attached:
+            keep = [sp for sp in keep if sp.label_ not in _NAME_LABELS or not any(
+                a <= sp.start_char and sp.end_char <= b for a, b in attached)]
         doc.set_ents(keep, default="outside")
         return doc
