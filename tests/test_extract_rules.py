@@ -134,3 +134,10 @@ def test_post_one_word_orgs_take_the_sense_of_the_text(nlp_model) -> None:  # ty
     # an address is not prose: "@initech.com" doesn't make Initech a common noun
     assert _post(nlp_model, "Initech said no (bill@initech.com)", [(0, 1, "ORG")]) == {
         ("Initech", "ORG")}
+
+
+def test_post_unknown_capitals_are_acronyms_not_people_or_places(nlp_model) -> None:  # type: ignore[no-untyped-def]
+    # ask(0) NOVA(1) or(2) ESBI(3) and(4) JOHN(5)
+    assert _post(nlp_model, "ask NOVA or ESBI and JOHN",
+                 [(1, 2, "GPE"), (3, 4, "PERSON"), (5, 6, "PERSON")]) == {
+        ("NOVA", "ORG"), ("ESBI", "ORG"), ("JOHN", "PERSON")}

@@ -509,6 +509,10 @@ class GrexPost:
                 fac = self._facility(doc, start, end)
                 if fac is not None:
                     return fac
+            if label in ("PERSON", "GPE", "LOC") and len(toks) == 1 and toks[0].is_upper \
+                    and toks[0].is_alpha and len(toks[0]) >= 4 and (start, end) not in ruled \
+                    and toks.text.title() not in self.given_names:
+                label = "ORG"  # "OASIS", "ESBI": an unknown word in capitals is an acronym
             if label in ("PERSON", "GPE", "LOC", "NORP", "WORK_OF_ART", "PRODUCT") \
                     and len(toks) > 1 and (start, end) not in ruled \
                     and toks[-1].is_title and toks[-1].lower_.rstrip(".") in _ORG_HEADS:
