@@ -393,6 +393,7 @@ _SYSTEM_NOUNS = frozenset((
     "screen", "screens", "training", "software", "module", "modules", "login", "password",
     "interface",
 ))
+_ACRONYM = re.compile(r"(?<![\w.@/-])[A-Z]{2,6}(?![\w@-])")
 # Verbs of data entry: "rates I have entered into CBS" is a system too.
 _ENTRY_VERBS = frozenset((
     "input", "inputs", "enter", "enters", "entered", "entering", "key", "keyed", "load",
@@ -588,9 +589,12 @@ class GrexPost:
         no organisation anywhere in it."""
         out: set[str] = set()
         n = len(doc)
-        for tok in doc:
-            if not (tok.is_upper and tok.is_alpha and 2 <= len(tok) <= 6):
+        text = doc.user_data.get(TEXT_KEY) or doc.text
+        for m in _ACRONYM.finditer(text):
+            span = doc.char_span(m.start(), m.end())
+            if span is None or len(span) != 1:
                 continue
+            tok = span[0]
             j = tok.i + 1
             # "PDS and PFS records": the head noun after a coordinated acronym
             if j + 1 < n and doc[j].lower_ in ("and", "&", "/") and doc[j + 1].is_upper:
