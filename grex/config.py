@@ -195,7 +195,7 @@ def _build(cls: type, where: str, data: Mapping[str, Any]) -> Any:
         return cls(**kwargs)
     except TypeError as e:
         missing = [n for n, f in known.items() if n not in kwargs
-                   and f.default is f.default_factory]  # type: ignore[misc]
+                   and f.default is f.default_factory]
         raise ConfigError(f"{where}: missing field {', '.join(missing) or e}") from None
 
 

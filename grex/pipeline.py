@@ -80,4 +80,6 @@ def run_later_stages(kb: store.KB, conn: sqlite3.Connection, config: Config, *,
             if progress else None
         results.append(StageResult(name, func(kb, conn, config, progress=stage_progress,
                                               **options.get(name, {}))))
+    if wanted is None and not any(r.skipped == "stopped before this stage" for r in results):
+        store.prune_changes(conn)  # every stage is caught up to its cursor: the rest is history
     return PipelineReport(tuple(results))

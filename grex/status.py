@@ -75,6 +75,8 @@ def _pending(conn: sqlite3.Connection, tables: set[str], cursor_name: str) -> in
     from grex import store
 
     try:
+        if not store.has_cursor(conn, cursor_name):
+            return None  # it will start from the whole catalog
         changes, _last = store.changes_since(conn, cursor_name)
     except (sqlite3.Error, AttributeError):
         return None

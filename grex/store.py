@@ -149,6 +149,10 @@ CORE_MIGRATIONS: list[str] = [
     );
     CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
     """,
+    # v2: the feed is pruned; a message's changes are found by key (tombstones, doctor)
+    """
+    CREATE INDEX changes_key ON changes(kind, key, seq);
+    """,
 ]
 
 
@@ -512,9 +516,38 @@ def set_cursor(conn: sqlite3.Connection, name: str, seq: int) -> None:
                  "ON CONFLICT(name) DO UPDATE SET seq = excluded.seq", (name, seq))
 
 
+def has_cursor(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether stage ``name`` ever recorded a position (a stage without one must look at
+    the whole catalog: the feed may have been pruned before it first ran)."""
+    return conn.execute("SELECT 1 FROM cursors WHERE name = ?", (name,)).fetchone() is not None
+
+
 def last_seq(conn: sqlite3.Connection) -> int:
+    """The newest change's seq; it never goes back, even when the feed has been pruned."""
     row = conn.execute("SELECT MAX(seq) FROM changes").fetchone()
-    return int(row[0] or 0)
+    if row[0] is not None:
+        return int(row[0])
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def prune_changes(conn: sqlite3.Connection) -> int:
+    """Drop the changes every stage has consumed (seq at or below the lowest cursor).
+
+    A stage that never ran has no cursor and starts from the whole catalog, so it needs
+    no old changes. A message's last 'delete' stays, as a tombstone: `grex doctor` tells a
+    removed message's leftover raw file (a crash before the unlink) from one never recorded
+    by it. Returns how many rows went.
+    """
+    row = conn.execute("SELECT MIN(seq) FROM cursors").fetchone()
+    if row[0] is None:
+        return 0
+    floor = int(row[0])
+    with transaction(conn):
+        return conn.execute(
+            "DELETE FROM changes WHERE seq <= ? AND NOT (kind = 'message' AND op = 'delete' "
+            "AND seq = (SELECT MAX(c.seq) FROM changes c WHERE c.kind = 'message' "
+            "AND c.key = changes.key))", (floor,)).rowcount
 
 
 def changes_since(conn: sqlite3.Connection, cursor_name: str) -> tuple[list[Change], int]:

@@ -102,11 +102,11 @@ def build_threads(links: Iterable[Link], *, subject_merge: bool = False) -> list
     # 2. ghosts get parents from the References chains that mention them
     for ln in order:
         refs = [r for r in ln.references if r != ln.message_id]
-        for prev, cur in zip(refs, refs[1:], strict=False):
-            if cur in msgs or cur in parent or prev == cur:
+        for prev, ref in zip(refs, refs[1:], strict=False):
+            if ref in msgs or ref in parent or prev == ref:
                 continue
-            if not creates_loop(cur, prev):
-                parent[cur] = prev
+            if not creates_loop(ref, prev):
+                parent[ref] = prev
 
     # 3. components: every id a message names joins the message's thread
     uf = _UnionFind()
@@ -153,8 +153,8 @@ def build_threads(links: Iterable[Link], *, subject_merge: bool = False) -> list
         laid: list[ThreadNode] = []
         stack: list[tuple[str, str | None, int]] = [(r, None, 0) for r in reversed(roots)]
         while stack:
-            node, par, depth = stack.pop()
-            laid.append(ThreadNode(message_id=node, parent_id=par, depth=depth,
+            node, up, depth = stack.pop()
+            laid.append(ThreadNode(message_id=node, parent_id=up, depth=depth,
                                    ghost=node not in msgs))
             kids = sorted((c for c in children.get(node, ()) if c in nodes),
                           key=lambda c: (earliest(c), c))

@@ -523,6 +523,30 @@ def test_import_refreshes_the_configured_site(tmp_path: Path) -> None:
     assert site.is_symlink() and len(list((site / "t").iterdir())) == 24
     conn = kb.connect(readonly=True)
     assert store.get_cursor(conn, "export") == store.last_seq(conn) > 0
+    # every stage caught up: the pipeline pruned the change feed
+    assert conn.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 0
+    conn.close()
+    # the next pipeline run with nothing new leaves the site alone without reading the catalog
+    from grex.export import run_export
+
+    conn = kb.connect()
+    config = load_config(kb.path, {})
+    live = live_version(site)
+    quiet = run_export(kb, conn, config)
+    assert quiet is not None and quiet.notes == ("nothing changed since the last export",)
+    assert (quiet.threads, quiet.written, quiet.swapped) == (24, 0, False)
+    assert live_version(site) == live
+    # a change on the feed (here: a thread re-extracted) makes it read and compare again
+    tid = conn.execute("SELECT thread_id FROM threads LIMIT 1").fetchone()[0]
+    with store.transaction(conn):
+        store.log_change(conn, "thread", tid, "upsert")
+    again = run_export(kb, conn, config)
+    assert again is not None and again.notes == () and again.threads == 24
+    assert store.get_cursor(conn, "export") == store.last_seq(conn)
+    # so does another title (the pages would differ)
+    retitled = run_export(kb, conn, load_config(kb.path, {"export.title": "Team KB"}))
+    assert retitled is not None and retitled.notes == () and retitled.swapped
+    assert "Team KB" in (site / "index.html").read_text("utf-8")
     conn.close()
 
 

@@ -46,6 +46,38 @@ def test_incremental_second_run_computes_nothing(fixture_kb, nlp_model) -> None:
     assert _run(kb, conn, nlp_model, all=True).messages_computed == 11
 
 
+def test_first_run_after_a_pruned_feed_sees_every_message(fixture_kb, nlp_model) -> None:
+    """Extraction that never ran (spaCy was missing, say) starts from the whole catalog:
+    the feed may have been pruned by the stages that did run."""
+    kb, conn = fixture_kb
+    with store.transaction(conn):
+        store.set_cursor(conn, "index", store.last_seq(conn))
+    assert store.prune_changes(conn) > 0
+    assert store.changes_since(conn, "extract")[0] == []
+    first = _run(kb, conn, nlp_model)
+    assert first.messages_computed == 10 and first.topics >= 2
+    assert _run(kb, conn, nlp_model).messages_computed == 0
+
+
+def test_changed_thread_knowledge_is_announced_to_the_index(fixture_kb, nlp_model) -> None:
+    """When a thread's entities change without a new message (`extract --all` after a model
+    change), the index and the site hear of it through the change feed (the refit that
+    --all does re-announces every thread)."""
+    kb, conn = fixture_kb
+    _run(kb, conn, nlp_model)
+    tid = store.message_thread_id(conn, "m0@fixture.example")
+    with store.transaction(conn):
+        store.set_cursor(conn, "index", store.last_seq(conn))
+        # what an older model would have left: this thread's aggregate differs
+        conn.execute("DELETE FROM extract_thread_entities WHERE thread_id = ?", (tid,))
+    assert _run(kb, conn, nlp_model).messages_computed == 0
+    assert store.changes_since(conn, "index")[0] == []  # nothing new, nothing announced
+    _run(kb, conn, nlp_model, all=True)
+    announced = {(c.kind, c.key, c.op) for c in store.changes_since(conn, "index")[0]}
+    assert ("thread", tid, "upsert") in announced
+    assert thread_knowledge(conn, tid)["entities"]
+
+
 def test_one_person_one_entity(fixture_kb, nlp_model) -> None:
     kb, conn = fixture_kb
     _run(kb, conn, nlp_model)

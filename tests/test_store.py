@@ -67,6 +67,40 @@ def test_change_feed_and_cursors(kb, conn, mailbox: Mailbox) -> None:  # type: i
     assert len([c for c in store.changes_since(conn, "index")[0] if c.kind == "message"]) == 1
 
 
+def test_pruned_feed_keeps_what_a_stage_has_not_seen(kb, conn, mailbox: Mailbox) -> None:  # type: ignore[no-untyped-def]
+    assert store.prune_changes(conn) == 0  # no stage ever ran: keep everything
+    mailbox.deliver(subject="one")
+    mailbox.deliver(subject="two")
+    importer.import_messages(kb, conn, importer.scan([mailbox.path]))
+    end = store.last_seq(conn)
+    assert end >= 4
+    store.set_cursor(conn, "index", end)
+    store.set_cursor(conn, "export", end - 1)  # one change behind
+    assert store.prune_changes(conn) == end - 1
+    behind, _ = store.changes_since(conn, "export")
+    assert [c.seq for c in behind] == [end]
+    store.set_cursor(conn, "export", end)
+    assert store.prune_changes(conn) == 1
+    assert conn.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 0
+    assert store.last_seq(conn) == end  # never goes back: cursors stay meaningful
+    mailbox.deliver(subject="three")
+    importer.import_messages(kb, conn, importer.scan([mailbox.path]))
+    new = [c for c in store.changes_since(conn, "index")[0] if c.kind == "message"]
+    assert len(new) == 1 and new[0].seq > end
+    assert not store.has_cursor(conn, "extract") and store.has_cursor(conn, "index")
+    # a removed message keeps its last 'delete' (doctor tells its leftover raw file from
+    # a never-recorded one by it); everything else consumed goes
+    gone = new[0].key
+    loc = store.message_locations(conn, gone)[0]
+    assert store.remove_location(kb, conn, gone, loc.source)
+    for name in ("index", "export"):
+        store.set_cursor(conn, name, store.last_seq(conn))
+    assert store.prune_changes(conn) > 0
+    left = conn.execute("SELECT kind, key, op FROM changes").fetchall()
+    assert [tuple(r) for r in left] == [("message", gone, "delete")]
+    assert store.prune_changes(conn) == 0
+
+
 def test_broken_message_is_quarantined_not_fatal(kb, conn, mailbox: Mailbox) -> None:  # type: ignore[no-untyped-def]
     mailbox.deliver(subject="good")
     mailbox.deliver_raw(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64, "outlook.msg")

@@ -82,8 +82,11 @@ def show_progress(st: AppState) -> bool:
 def progress_bar(st: AppState, description: str,
                  total: int | None = None) -> Iterator[Callable[[int], None]]:
     """A Rich progress bar (none when quiet or not a TTY); yields advance(n)."""
+    def nothing(n: int = 1) -> None:
+        return None
+
     if not show_progress(st):
-        yield lambda n=1: None
+        yield nothing
         return
     from rich.progress import (
         BarColumn,
@@ -97,7 +100,11 @@ def progress_bar(st: AppState, description: str,
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console,
                   transient=True) as p:
         task = p.add_task(description, total=total)
-        yield lambda n=1: p.advance(task, n)
+
+        def advance(n: int = 1) -> None:
+            p.advance(task, n)
+
+        yield advance
 
 
 def say(st: AppState, text: str) -> None:

@@ -52,10 +52,10 @@ def message_json(m: Message, depth: int = 0, parent: str | None = None) -> dict[
 def _knowledge(conn: Any, thread_id: str) -> dict[str, Any] | None:
     """Entities, keyphrases and topics of a thread, when the extraction stage is built in."""
     try:
-        from grex.extract import thread_knowledge  # type: ignore[attr-defined]
+        from grex.extract import thread_knowledge
     except ImportError:
         return None
-    return thread_knowledge(conn, thread_id)  # type: ignore[no-any-return]
+    return thread_knowledge(conn, thread_id)
 
 
 def register(app: typer.Typer) -> None:
@@ -191,7 +191,7 @@ def register(app: typer.Typer) -> None:
                                "quarantine": [{"source": q.source, "reason": q.reason}
                                               for q in store.list_quarantine(conn)]}
         try:
-            from grex.extract import model_info  # type: ignore[attr-defined]
+            from grex.extract import model_info
             out["nlp_model"] = model_info(config)
         except ImportError:
             out["nlp_model"] = None

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import os
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -374,13 +375,65 @@ def run_export(kb: store.KB, conn: sqlite3.Connection, config: Config, *,
     if not path.is_absolute():
         path = kb.path / path
     last = store.last_seq(conn)  # taken before reading: later changes stay outstanding
-    report = export_html(kb, conn, ExportOptions(
+    options = ExportOptions(
         out_dir=path, redact=config.export.redact, title=config.export.title,
         base_url=getattr(config.export, "base_url", "") or "",
-    ), progress=progress)
+    )
+    stamp = _stage_stamp(options, last)
+    report = _unchanged_report(path, stamp, store.get_cursor(conn, "export"), last)
+    if report is not None:
+        return report  # nothing changed since the site that is live: don't read the catalog
+    report = export_html(kb, conn, options, progress=progress)
+    _save_stage_stamp(path, stamp, report)
     try:
         store.set_cursor(conn, "export", last)
     except sqlite3.OperationalError as e:  # a read-only connection: the site is still fine
         raise GrexError(f"the site was exported but the export cursor was not saved: {e}") \
             from None
     return report
+
+
+# ----------------------------------------------- skipping an export that would change nothing
+
+_STAMP = "stage.json"
+
+
+def _stage_stamp(options: ExportOptions, seq: int) -> dict[str, Any]:
+    """What the live site was built from: the change-feed position, the options and the
+    grex version (a new version may render differently)."""
+    from grex import __version__
+
+    return {"seq": seq, "grex": __version__, "title": options.title, "redact": options.redact,
+            "base_url": options.base_url}
+
+
+def _unchanged_report(out_dir: Path, stamp: dict[str, Any], cursor: int,
+                      last: int) -> ExportReport | None:
+    """The last export's report, when the live site was built from exactly this state."""
+    if cursor != last:
+        return None
+    try:
+        live = live_version(Path(os.path.abspath(out_dir)))
+        saved = json.loads((versions_dir(Path(os.path.abspath(out_dir))) / _STAMP)
+                           .read_text("utf-8"))
+    except (OSError, ValueError, ExportError):
+        return None
+    if live is None or not isinstance(saved, dict) or saved.get("stamp") != stamp \
+            or saved.get("version_dir") != str(live.resolve()):
+        return None
+    try:
+        prev = saved["report"]
+        return ExportReport(**{**prev, "written": 0, "unchanged": prev["files"], "removed": 0,
+                               "swapped": False, "seconds": 0.0,
+                               "notes": ("nothing changed since the last export",)})
+    except (KeyError, TypeError):
+        return None
+
+
+def _save_stage_stamp(out_dir: Path, stamp: dict[str, Any], report: ExportReport) -> None:
+    path = versions_dir(Path(os.path.abspath(out_dir))) / _STAMP
+    data = {"stamp": stamp, "version_dir": str(Path(report.version_dir).resolve()),
+            "report": {k: v for k, v in asdict(report).items() if k != "notes"}}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), "utf-8")
+    os.replace(tmp, path)

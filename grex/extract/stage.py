@@ -123,7 +123,8 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
     from grex.extract.model import load_model
 
     ensure_schema(conn)
-    if not all and not refit and not store.changes_since(conn, CURSOR)[0]:
+    if not all and not refit and store.has_cursor(conn, CURSOR) \
+            and not store.changes_since(conn, CURSOR)[0]:
         # nothing new: don't pay for loading spaCy (a quiet cron sync stays cheap)
         return ExtractReport()
     nlp_cfg = getattr(config, "nlp", None)
@@ -138,7 +139,9 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
     deleted_msgs: list[str] = []
     deleted_threads: list[str] = []
     touched_threads: set[str] = set()
-    if all:
+    if all or not store.has_cursor(conn, CURSOR):
+        # everything (--all), or a first run: the feed may have been pruned before it
+        # (unchanged messages are still skipped by content hash unless --all)
         candidates = [r[0] for r in conn.execute("SELECT message_id FROM messages")]
         touched_threads.update(r[0] for r in conn.execute("SELECT thread_id FROM threads"))
         gone = conn.execute("SELECT message_id FROM extract_messages WHERE message_id NOT IN "
