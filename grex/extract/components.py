@@ -8,8 +8,18 @@ organisations behind the thread's mail domains, and a shipped gazetteer of well-
 and organisations. Per-text seeds travel in ``doc.user_data["grex_seeds"]`` (plain lists,
 so they survive ``n_process`` workers).
 
+The rules also take: a signature's company line (between its people and its street address)
+as an ORG, also where it stands as a header display name; names before a legal form (Inc,
+Corp, LLC, ...); capitalised words that spell a mail domain; initials signing a message.
+
 ``grex_post`` (after ``ner``) cuts entities at line breaks, strips greetings and sign-offs,
-and drops weekday names, mail header words and lowercase junk.
+and drops weekday names, mail header words and lowercase junk. For organisations it also
+drops acronyms the text uses as computer systems, common abbreviations (CEO, FYI, PDF, MW),
+words of all-capital lines, departments named by their function, names inside attachment
+markers and one-word names the text also writes in lowercase; it turns an ORG led by a
+common given name into a PERSON, a name ending in an organisation word (Systems, Commission)
+into an ORG, an unknown word in capitals into an ORG, facility names (Compressor Station,
+Hub) into FAC, and a state code after a place ("Austin, TX") into a GPE.
 
 This module imports spaCy: import it only from inside the extraction functions.
 """
@@ -155,7 +165,7 @@ class GrexRules:
     @staticmethod
     def _initials_spans(doc: Doc, text: str) -> list[Span]:
         """A sign-off by initials: a line of two or three capitals just above the quoted
-        message or header block ("MK" / "Original Message", "PT" / "From: ...")."""
+        message or header block ("RK" / "Original Message", "JT" / "From: ...")."""
         out: list[Span] = []
         for m in _INITIALS_LINE.finditer(text):
             if m.group(1).lower() in NOT_NAMES:
@@ -174,7 +184,7 @@ class GrexRules:
         addrs += ha
         addrs += [normalise_email(a) for a in EMAIL_RE.findall(text)]
         names += [n for n in (name_from_address(a) for a in addrs) if n]
-        # a signature's company line ("Mondo Cane" above its street address) is the
+        # a signature's company line ("Blue Heron Antiques" above its street address) is the
         # organisation, also where it stands as a header display name
         sig_orgs = {tuple(o.lower().split()) for o in signature_orgs(text)}
         names = [n for n in names if tuple(name_words(n.lower())) not in sig_orgs]
@@ -266,8 +276,8 @@ class GrexRules:
         for span in found:
             # "Paris Hilton", "Downtown Houston Partners": a capitalised neighbour that the
             # gazetteer doesn't know means the name is part of something longer: let NER decide.
-            # But "California Report" is a report on a place, and a known organisation
-            # followed by capitalised words ("UPS Ground") is still that organisation.
+            # But "Ohio Report" is a report on a place, and a known organisation
+            # followed by capitalised words ("FedEx Ground") is still that organisation.
             before = doc[span.start - 1] if span.start > 0 else None
             after = doc[span.end] if span.end < n else None
             if after is not None and after.is_title and not after.is_sent_start and after.is_alpha:
@@ -285,7 +295,7 @@ class GrexRules:
                     and before.i > 0 and not doc[before.i - 1].is_punct
                     and "\n" not in doc[before.i - 1].text_with_ws):
                 continue
-            # "Public Utility Commission of Texas", "Power Pool of Alberta": the place ends
+            # "Public Utility Commission of Texas", "Bank of Montreal": the place ends
             # an organisation's name
             if span.label_ != "ORG" and before is not None and before.lower_ in ("of", "for") \
                     and before.i > 0 and doc[before.i - 1].is_title \
@@ -334,7 +344,7 @@ _DOCUMENT_HEADS = frozenset((
     "contract", "contracts", "invoice", "invoices", "minutes", "agenda", "summary", "form",
     "forms", "spreadsheet", "checklist",
 ))
-# Functions of a company: an "organisation" made only of these ("Planning", "Gas Logistics",
+# Functions of a company: an "organisation" made only of these ("Marketing", "Gas Scheduling",
 # "Legal and Regulatory Affairs") is a department named by its work, not an organisation's
 # name.
 _DEPARTMENT_WORDS = frozenset((
@@ -383,18 +393,18 @@ _TIME_ZONES = frozenset((
     "UTC", "GMT", "BST", "CET", "CEST", "EET", "PST", "PDT", "MST", "MDT", "CST", "CDT",
     "EST", "EDT", "AST", "HST", "AKST", "AKDT", "IST", "JST", "AEST",
 ))
-# Head words of plants and pipeline facilities: "Gallup Compressor Station", "Blanco Hub".
+# Head words of plants and pipeline facilities: "Walden Compressor Station", "Henry Hub".
 _FACILITY_WORDS = frozenset(("compressor", "station", "plant", "refinery", "terminal", "hub",
                              "substation"))
 # Nouns that make the acronym before them a computer system, not an organisation:
-# "the CAS system", "CAS training", "the PFS tab", "PDS and PFS records".
+# "the ZMS system", "ZMS training", "the QRT tab", "QRT and ZMS records".
 _SYSTEM_NOUNS = frozenset((
     "system", "systems", "tab", "tabs", "record", "records", "database", "databases",
     "screen", "screens", "training", "software", "module", "modules", "login", "password",
     "interface",
 ))
 _ACRONYM = re.compile(r"(?<![\w.@/-])[A-Z]{2,6}(?![\w@-])")
-# Verbs of data entry: "rates I have entered into CBS" is a system too.
+# Verbs of data entry: "volumes entered into ZMS" is a system too.
 _ENTRY_VERBS = frozenset((
     "input", "inputs", "enter", "enters", "entered", "entering", "key", "keyed", "load",
     "loaded", "upload", "uploaded", "import", "imported", "post", "posted",
@@ -403,7 +413,7 @@ _STATE_CODES = (
     "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV "
     "NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY")
 _US_STATES = frozenset(_STATE_CODES.split())
-# Lotus Notes / Outlook attachment markers: "<< File: FERC docket RM01-9.xls >>"
+# Lotus Notes / Outlook attachment markers: "<< File: EPA summary 2001.xls >>"
 _ATTACHMENT = re.compile(r"<\s?<\s*File\s*:[^\n>]*(?:>\s?>?)?", re.IGNORECASE)
 _DROP_LABELS = frozenset({"CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "TIME", "LANGUAGE",
                           "NORP"})
@@ -498,7 +508,7 @@ class GrexPost:
                 # "1400 MT", "3 SME 's": capitals after a number are a unit or a count
                 prev = doc[start - 1] if start > 0 else None
                 if prev is not None and (prev.like_num or prev.is_digit) and not (
-                        len(prev) == 4 and prev.text[:2] in ("19", "20")):  # "May 2001 FERC"
+                        len(prev) == 4 and prev.text[:2] in ("19", "20")):  # "May 2001 EPA"
                     return None
             if not any(c.isupper() for c in toks.text):
                 return None
@@ -506,14 +516,14 @@ class GrexPost:
                 return None  # addresses (also Lotus Notes "Name/HOU/ECT@ECT") are not names
             if _FILE_NAME.search(toks.text):
                 return None
-            if label in ("PERSON", "ORG", "GPE"):  # "Gallup Compressor Station": a facility
+            if label in ("PERSON", "ORG", "GPE"):  # "Walden Compressor Station": a facility
                 fac = self._facility(doc, start, end)
                 if fac is not None:
                     return fac
             if label in ("PERSON", "GPE", "LOC") and len(toks) == 1 and toks[0].is_upper \
                     and toks[0].is_alpha and len(toks[0]) >= 4 and (start, end) not in ruled \
                     and toks.text.title() not in self.given_names:
-                label = "ORG"  # "OASIS", "ESBI": an unknown word in capitals is an acronym
+                label = "ORG"  # "NOVA", "ACME": an unknown word in capitals is an acronym
             if label in ("PERSON", "GPE", "LOC", "NORP", "WORK_OF_ART", "PRODUCT") \
                     and len(toks) > 1 and (start, end) not in ruled \
                     and toks[-1].is_title and toks[-1].lower_.rstrip(".") in _ORG_HEADS:
@@ -527,7 +537,7 @@ class GrexPost:
                     and self._person_not_org(doc, start, end):
                 return Span(doc, start, end, label="PERSON")
             if label == "ORG" and all(t.lower_ in _DEPARTMENT_WORDS or t.is_punct for t in toks):
-                return None  # "the Planning side", "Gas Logistics": a department
+                return None  # "the Marketing side", "Gas Scheduling": a department
             if label == "ORG" and len(toks) > 1 and toks[-1].lower_ in _DOCUMENT_HEADS:
                 return None  # "Letter Proposal", "BCAP Application": a document, not a body
         if label in ("PERSON", "ORG", "GPE"):  # "Allen Parkway", "Smith Street": a place
@@ -545,7 +555,7 @@ class GrexPost:
         """One sense per text: a name tagged ORG/GPE/... once is tagged so wherever else it
         appears untagged in the same text (NER misses repeats in odd contexts)."""
         names: dict[tuple[str, ...], str] = {}
-        # two-letter acronyms ("TW") only when NER tagged them alike at least twice
+        # two-letter acronyms ("GE") only when NER tagged them alike at least twice
         short = Counter((sp.text, sp.label_) for sp in spans if len(sp.text) == 2
                         and sp[0].is_upper and sp[0].is_alpha)
         for sp in spans:
@@ -584,8 +594,8 @@ class GrexPost:
 
     @staticmethod
     def _systems(doc: Doc) -> set[str]:
-        """Acronyms the text uses as computer systems: "CAS training", "the PFS tab",
-        "PDS and PFS records", "entered into CBS". One sense per text: such an acronym is
+        """Acronyms the text uses as computer systems: "ZMS training", "the QRT tab",
+        "QRT and ZMS records", "entered into ZMS". One sense per text: such an acronym is
         no organisation anywhere in it."""
         out: set[str] = set()
         n = len(doc)
@@ -596,7 +606,7 @@ class GrexPost:
                 continue
             tok = span[0]
             j = tok.i + 1
-            # "PDS and PFS records": the head noun after a coordinated acronym
+            # "QRT and ZMS records": the head noun after a coordinated acronym
             if j + 1 < n and doc[j].lower_ in ("and", "&", "/") and doc[j + 1].is_upper:
                 j += 2
             if j < n and doc[j].lower_ in _SYSTEM_NOUNS:
@@ -655,7 +665,7 @@ class GrexPost:
 
     @staticmethod
     def _states(doc: Doc, spans: list[Span]) -> list[Span]:
-        """"Houston, TX": a state code after a place (and its comma) is a place too."""
+        """"Austin, TX": a state code after a place (and its comma) is a place too."""
         gpe_end = {sp.end for sp in spans if sp.label_ == "GPE"}
         states = {i + 2 for i in gpe_end if i + 1 < len(doc) and doc[i].text == ","
                   and doc[i + 1].text in _US_STATES}
@@ -679,7 +689,7 @@ class GrexPost:
                 continue
             if attached and ent.label_ in _NAME_LABELS and any(
                     a <= ent.start_char and ent.end_char <= b for a, b in attached):
-                continue  # "<< File: FERC docket.xls >>": a file name, not a mention
+                continue  # "<< File: EPA summary.xls >>": a file name, not a mention
             span = self._clean(ent, ruled)
             if span is not None:
                 keep.append(span)

@@ -187,7 +187,7 @@ def domain_orgs(addresses: Iterable[str]) -> list[str]:
     return seen
 
 
-# A postal address line in a signature: "143 West 22nd Street New York, NY 10011",
+# A postal address line in a signature: "214 West 9th Street New York, NY 10011",
 # "P.O. Box 1188", "Suite 400": a house number then a capitalised word, or a box / suite.
 _ADDRESS_LINE = re.compile(
     r"^\s*(?:\d{1,6}[A-Za-z]?\s+(?:[NSEW]\.?\s+)?[A-Z0-9][\w.]*(?:\s+\S+){1,12}"
@@ -200,8 +200,8 @@ _SIG_WORD = re.compile(r"[A-Z][\w&'.-]*|&|of|and|the|de|la")
 
 def signature_orgs(text: str) -> list[str]:
     """Company lines of signature blocks: the line just above a postal address line, when
-    the line above it is itself a short name or title line ("Greg Wooten / Mondo Cane /
-    143 West 22nd Street ..."): in a signature the company sits between the people and
+    the line above it is itself a short name or title line ("Roy Baxter / Blue Heron Antiques /
+    214 West 9th Street ..."): in a signature the company sits between the people and
     their address. A person's own home address ("Kerry McGuire / 12 Elm Street") has no
     such line above the name, so it is not taken."""
     lines = text.splitlines()
