@@ -44,6 +44,12 @@ def test_signature_company_line_is_an_org_even_as_a_header_name(nlp_model, plain
     # a person's home address has no company line above it: the name stays a person
     home = "Thanks,\nKerry McGuire\n12 Elm Street Springfield\n"
     assert ("Kerry McGuire", "PERSON") in _ents(nlp_model, home)
+    # nor is a job title or a second person above the address a company
+    from grex.extract.names import signature_orgs
+
+    assert signature_orgs("Kerry McGuire\nSenior Buyer\n12 Elm Street Springfield\n") == []
+    assert signature_orgs("Dana Whitfield\nKerry McGuire\n12 Elm Street Springfield\n",
+                          frozenset({"Kerry"})) == []
 
 
 def test_acronyms_used_as_systems_are_not_organisations(nlp_model, plain) -> None:  # type: ignore[no-untyped-def]

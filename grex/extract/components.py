@@ -26,6 +26,7 @@ This module imports spaCy: import it only from inside the extraction functions.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import Counter
@@ -72,7 +73,8 @@ _INITIALS_LINE = re.compile(
     r"(?:From|Sent|To)[ \t]*:))", re.MULTILINE)
 
 
-def _load_given_names() -> frozenset[str]:
+@functools.cache
+def _given_names() -> frozenset[str]:
     text = resources.files("grex.extract").joinpath("data/given_names.json").read_text("utf-8")
     return frozenset(json.loads(text)["names"])
 
@@ -186,7 +188,7 @@ class GrexRules:
         names += [n for n in (name_from_address(a) for a in addrs) if n]
         # a signature's company line ("Blue Heron Antiques" above its street address) is the
         # organisation, also where it stands as a header display name
-        sig_orgs = {tuple(o.lower().split()) for o in signature_orgs(text)}
+        sig_orgs = {tuple(o.lower().split()) for o in signature_orgs(text, _given_names())}
         names = [n for n in names if tuple(name_words(n.lower())) not in sig_orgs]
 
         seqs: dict[tuple[str, ...], str] = {o: "ORG" for o in sig_orgs if len(o) > 1}
@@ -438,7 +440,7 @@ def _shouted(doc: Doc, i: int) -> bool:
 
 class GrexPost:
     def __init__(self) -> None:
-        self.given_names = _load_given_names()
+        self.given_names = _given_names()
 
     def _person_not_org(self, doc: Doc, start: int, end: int) -> bool:
         """"a memo from Dana Whitfield" tagged ORG: one to three capitalised words led by a

@@ -198,12 +198,22 @@ _STREET = re.compile(r"\b(?:Street|St|Avenue|Ave|Boulevard|Blvd|Road|Rd|Parkway|
 _SIG_WORD = re.compile(r"[A-Z][\w&'.-]*|&|of|and|the|de|la")
 
 
-def signature_orgs(text: str) -> list[str]:
+# Words of job titles: a title line above an address is not the company.
+JOB_WORDS = _words("""
+    president vice chief officer director manager managing head lead senior junior sr sr. jr
+    analyst engineer counsel attorney assistant associate specialist consultant coordinator
+    administrator representative executive secretary buyer trader scientist professor dean
+    chairman chair ceo cfo coo cto vp svp evp md gm supervisor principal intern student
+""")
+
+
+def signature_orgs(text: str, given_names: frozenset[str] = frozenset()) -> list[str]:
     """Company lines of signature blocks: the line just above a postal address line, when
     the line above it is itself a short name or title line ("Roy Baxter / Blue Heron Antiques /
     214 West 9th Street ..."): in a signature the company sits between the people and
     their address. A person's own home address ("Kerry McGuire / 12 Elm Street") has no
-    such line above the name, so it is not taken."""
+    such line above the name, so it is not taken; nor is a line led by a given name (a second
+    person) or holding a job title ("Senior Buyer")."""
     lines = text.splitlines()
     out: list[str] = []
     for i in range(2, len(lines)):
@@ -213,6 +223,9 @@ def signature_orgs(text: str) -> list[str]:
         cand, above = lines[i - 1].strip(), lines[i - 2].strip()
         if not _short_caps_line(cand) or not _short_caps_line(above) or cand == above:
             continue
+        words = cand.split()
+        if words[0] in given_names or any(w.lower().strip(".,") in JOB_WORDS for w in words):
+            continue  # a second person, or a job title, sits above the address
         if cand not in out:
             out.append(cand)
     return out
