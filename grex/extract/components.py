@@ -405,6 +405,7 @@ _SYSTEM_NOUNS = frozenset((
     "screen", "screens", "training", "software", "module", "modules", "login", "password",
     "interface",
 ))
+_QUOTE_MARKS = re.compile(r"[>|]+")  # "> Thinking Machines Corp.": quoting, not the name
 _ACRONYM = re.compile(r"(?<![\w.@/-])[A-Z]{2,6}(?![\w@-])")
 # Verbs of data entry: "volumes entered into ZMS" is a system too.
 _ENTRY_VERBS = frozenset((
@@ -482,11 +483,12 @@ class GrexPost:
                 end = i + 1
                 break
         while start < end and (doc[start].is_punct and not doc[start].is_currency
-                               or doc[start].is_space
+                               or doc[start].is_space or _QUOTE_MARKS.fullmatch(doc[start].text)
                                or doc[start].lower_ in NOT_NAMES and label in _NAME_LABELS):
             start += 1
         while end > start and (doc[end - 1].is_punct and doc[end - 1].text not in (".",)
-                               or doc[end - 1].is_space):
+                               or doc[end - 1].is_space
+                               or _QUOTE_MARKS.fullmatch(doc[end - 1].text)):
             end -= 1
         if end <= start:
             return None
