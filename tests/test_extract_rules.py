@@ -147,3 +147,11 @@ def test_post_unknown_capitals_are_acronyms_not_people_or_places(nlp_model) -> N
     assert _post(nlp_model, "ask NOVA or ESBI and JOHN",
                  [(1, 2, "GPE"), (3, 4, "PERSON"), (5, 6, "PERSON")]) == {
         ("NOVA", "ORG"), ("ESBI", "ORG"), ("JOHN", "PERSON")}
+
+
+def test_dotted_abbreviations_stay_names(nlp_model, plain) -> None:  # type: ignore[no-untyped-def]
+    """"U.S." is a word for the clean-up (it used to be dropped: no letters-only token)."""
+    text = "The pipeline from Canada to the U.S. was approved. Exports to the U.S.A. grew."
+    assert ("U.S.", "GPE") in _plain(plain, text)
+    ents = _ents(nlp_model, text)
+    assert {("U.S.", "GPE"), ("U.S.A.", "GPE")} <= ents

@@ -496,7 +496,8 @@ class GrexPost:
                 and not doc[start - 1].ent_type_:
             start -= 1  # the model leaves the sign out: "$" + "40,000"
         toks = doc[start:end]
-        words = [t.lower_.strip(".") for t in toks if t.is_alpha or t.text.rstrip(".").isalpha()]
+        words = [t.lower_.strip(".") for t in toks  # "U.S.", "U.S.A." are words too
+                 if t.is_alpha or t.text.replace(".", "").isalpha()]
         if label == "DATE":
             if words and all(w in WEEKDAYS or w in RELATIVE_DAYS for w in words):
                 return None
