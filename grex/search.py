@@ -187,6 +187,20 @@ def _open(kb_path: Path) -> _Open:
         return opened
 
 
+def warm(kb: Any) -> None:
+    """Open the KB's index and read the columns searches use (for a long-lived process:
+    the search server)."""
+
+    def fill(opened: _Open) -> None:
+        with opened.lock:
+            if opened.thread_ids is None:
+                opened.thread_ids = list(opened.column("thread_id"))
+        for name, translate in (("date", False), ("id", True), ("facets", True)):
+            opened.column(name, translate=translate)
+
+    with_index(kb, fill)
+
+
 def _forget(kb_path: Path) -> None:
     with _CACHE_LOCK:
         for k in list(_CACHE):
