@@ -32,6 +32,7 @@ import contextlib
 import fcntl
 import io
 import os
+import signal
 import socket
 import stat
 import sys
@@ -296,6 +297,13 @@ def serve(kb: Path, idle: float | None = None) -> int:
     server = Server(kb.absolute(), idle)
     if not server.prepare():
         return 0
+
+    def terminate(signum: int, _frame: Any) -> None:  # exit cleanly: remove the socket
+        server.stop_reason = f"signal {signum}"
+        server.stop.set()
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
     try:
         server.warm()
         server.bind()
