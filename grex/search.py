@@ -134,6 +134,7 @@ class _Open:
         self.ix = wix.open_dir(str(path))
         self.searcher = self.ix.searcher(weighting=BM25F())
         self.thread_ids: list[str] | None = None
+        self.facet_values: list[Any] | None = None
         self.uses = 0
         self.columns: dict[tuple[str, bool], Any] = {}
         self.lock = threading.Lock()
@@ -195,7 +196,9 @@ def warm(kb: Any) -> None:
         with opened.lock:
             if opened.thread_ids is None:
                 opened.thread_ids = list(opened.column("thread_id"))
-        for name, translate in (("date", False), ("id", True), ("facets", True)):
+            if opened.facet_values is None:
+                opened.facet_values = list(opened.column("facets"))
+        for name, translate in (("date", False), ("id", True)):
             opened.column(name, translate=translate)
 
     with_index(kb, fill)
@@ -292,6 +295,10 @@ def _segment_docset(q: wq.Query, s: Any) -> set[int]:
         return set(range(r.doc_count_all()))
     if isinstance(q, wq.ConstantScoreQuery):
         return _segment_docset(q.child, s)
+    if isinstance(q, wq.Phrase):
+        found = _phrase_docset(q, s)
+        if found is not None:
+            return found
     if isinstance(q, wq.NumericRange):  # a union of tiered term ranges
         simple = q.simplify(r)
         if simple is not q and simple != q:
@@ -306,6 +313,56 @@ def _segment_docset(q: wq.Query, s: Any) -> set[int]:
         except (AttributeError, TypeError, ValueError):
             pass  # another whoosh version: the generic way below
     return set(q.docs(s))
+
+
+def _phrase_docset(q: wq.Phrase, s: Any) -> set[int] | None:
+    """The documents holding the phrase: the documents with all its words (posting blocks,
+    as for terms), then their positions checked for those only. Whoosh's phrase matcher
+    (SpanNear2, ordered, slop 1) finds the same set through generic span matchers, one
+    document at a time. None: not the plain case (a slop, a field without positions)."""
+    if q.slop != 1 or not q.words:
+        return None
+    r = s.reader()
+    fieldname = q.fieldname
+    try:
+        field = s.schema[fieldname]
+    except KeyError:
+        return set()
+    if not field.format or not field.format.supports("positions"):
+        return None
+    try:
+        btexts = [field.to_bytes(w) for w in q.words]
+    except ValueError:
+        return set()
+    if any((fieldname, b) not in r for b in btexts):
+        return set()
+    try:
+        parts = sorted((set(_leaf_ids(r.postings(fieldname, b))) for b in set(btexts)),
+                       key=len)
+        candidates = parts[0]
+        for part in parts[1:]:
+            candidates &= part
+        if len(btexts) == 1 or not candidates:
+            return candidates
+        matchers = []
+        for b in btexts:
+            m = r.postings(fieldname, b)
+            matchers.append(m.child if isinstance(m, FilterMatcher) else m)
+        out: set[int] = set()
+        for d in sorted(candidates):
+            positions = []
+            for m in matchers:
+                if m.id() < d:
+                    m.skip_to(d)
+                positions.append(m.value_as("positions"))
+            rest = [set(ps) for ps in positions[1:]]
+            for p in positions[0]:
+                if all(p + i in later for i, later in enumerate(rest, 1)):
+                    out.add(d)
+                    break
+        return out
+    except (AttributeError, TypeError):  # another whoosh version: the generic way
+        return None
 
 
 def docset(searcher: Any, q: wq.Query) -> list[int]:
@@ -692,6 +749,12 @@ def _facets(opened: _Open, matched: list[int], names: Sequence[str], *,
     if not matched:
         return {name: () for name in names}
     col = opened.column("facets")
+    if opened.facet_values is None and opened.uses >= 3:  # a long-lived reader: keep all
+        with opened.lock:
+            if opened.facet_values is None:
+                opened.facet_values = list(col)
+    if opened.facet_values is not None:
+        col = opened.facet_values
     tid_of = _thread_column(opened, matched) if by_thread else {}
     counts: dict[str, dict[str, set[Any]]] = {n: defaultdict(set) for n in names}
     display: dict[str, dict[str, str]] = {n: {} for n in names}
