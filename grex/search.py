@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import heapq
 import re
 import threading
 import time
@@ -24,9 +25,15 @@ from typing import Any, TypeVar
 
 from whoosh import index as wix
 from whoosh import query as wq
-from whoosh.matching import FilterMatcher
+from whoosh.matching import (
+    FilterMatcher,
+    IntersectionMatcher,
+    NullMatcherClass,
+    UnionMatcher,
+    WrappingMatcher,
+)
 from whoosh.query.terms import MultiTerm
-from whoosh.scoring import BM25F
+from whoosh.scoring import BM25F, BM25FScorer, WeightLengthScorer
 from whoosh.util.times import long_to_datetime
 
 from grex.errors import IndexError_, QueryError
@@ -135,6 +142,7 @@ class _Open:
         self.searcher = self.ix.searcher(weighting=BM25F())
         self.thread_ids: list[str] | None = None
         self.facet_values: list[Any] | None = None
+        self.lengths: dict[Any, dict[str, list[Any]]] = {}  # field lengths read
         self.uses = 0
         self.columns: dict[tuple[str, bool], Any] = {}
         self.lock = threading.Lock()
@@ -552,7 +560,8 @@ def _date_of(fields: dict[str, Any]) -> datetime | None:
     return d.replace(tzinfo=UTC) if isinstance(d, datetime) and d.tzinfo is None else d
 
 
-def _ranked(s: Any, parsed: ParsedQuery, matched: list[int], k: int) -> list[tuple[int, float]]:
+def _ranked(s: Any, parsed: ParsedQuery, matched: list[int], k: int,
+            opened: _Open | None = None) -> list[tuple[int, float]]:
     """The best ``k`` matching documents by relevance, as (docnum, score).
 
     Whoosh scores only the query's words (``parsed.scoring``), restricted to the matching
@@ -562,9 +571,135 @@ def _ranked(s: Any, parsed: ParsedQuery, matched: list[int], k: int) -> list[tup
     """
     out: list[tuple[int, float]] = []
     if parsed.scoring is not None and k > 0:
+        try:
+            lengths = opened.lengths if opened is not None and opened.uses >= 3 else None
+            return _bulk_ranked(s, parsed.scoring, matched, k, lengths)
+        except _Unsupported:
+            pass
         allowed = set(matched)
         out = [(h.docnum, float(h.score or 0.0))
                for h in s.search(parsed.scoring, limit=k, filter=allowed)]
+    return out
+
+
+class _Unsupported(Exception):
+    """A matcher _bulk_ranked does not know: let Whoosh rank."""
+
+
+def _bulk_ranked(s: Any, q: wq.Query, matched: list[int], k: int,
+                 lengths: dict[Any, dict[str, list[Any]]] | None = None
+                 ) -> list[tuple[int, float]]:
+    """What ``s.search(q, limit=k, filter=set(matched))`` returns, computed a posting block
+    at a time instead of a document at a time.
+
+    Whoosh's collector walks its matcher tree document by document (a dozen Python calls
+    per document and tree node for a word searched in seven fields); here the same tree,
+    built by Whoosh for the same searcher and context, is evaluated bottom-up over
+    dictionaries: a leaf's scores come from the same scorer with the same weight and
+    field length, a union adds its two sides where both match, an intersection adds them
+    where both match, a wrapper multiplies by its boost. Each document's score is the
+    same sum in the same grouping, so the floats, and the order (score, then docnum), are
+    Whoosh's. Raises _Unsupported for other matchers (phrases, ...). ``lengths``: field
+    lengths read so far, per segment and field (a long-lived reader keeps them).
+
+    Whoosh's own top-k collector can miss a document: it drops parts of the matcher tree
+    whose bound (from lossily encoded field lengths) falls below the k-th score, and some
+    documents do score above their bound; here every matching document is scored, so the
+    top k are exactly the first k of Whoosh's unlimited ranking."""
+    context = s.context()
+    scores: dict[int, float] = {}
+    remaining = sorted(matched)
+    pos = 0
+    for sub, offset in s.leaf_searchers():
+        end = offset + sub.doc_count_all()
+        local: set[int] = set()
+        while pos < len(remaining) and remaining[pos] < end:
+            local.add(remaining[pos] - offset)
+            pos += 1
+        if not local:
+            continue
+        memo = None if lengths is None else lengths.setdefault(id(sub.reader()), {})
+        found = _tree_scores(q.matcher(sub, context), local, memo)
+        if offset:
+            scores.update((d + offset, v) for d, v in found.items())
+        else:
+            scores.update(found)
+    return heapq.nsmallest(k, scores.items(), key=lambda dv: (-dv[1], dv[0]))
+
+
+def _tree_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None
+                 ) -> dict[int, float]:
+    cls = type(m)
+    if cls is UnionMatcher:
+        a = _tree_scores(m.a, docs, lengths)
+        b = _tree_scores(m.b, docs, lengths)
+        out = dict(a)
+        for d, v in b.items():
+            x = out.get(d)
+            out[d] = v if x is None else x + v
+        return out
+    if cls is IntersectionMatcher:
+        a = _tree_scores(m.a, docs, lengths)
+        if not a:
+            return a
+        b = _tree_scores(m.b, docs, lengths)
+        return {d: v + b[d] for d, v in a.items() if d in b}
+    if cls is WrappingMatcher or cls is FilterMatcher:
+        inner = _tree_scores(m.child, docs, lengths)
+        if cls is FilterMatcher:
+            ids = m._ids
+            inner = ({d: v for d, v in inner.items() if d not in ids} if m._exclude
+                     else {d: v for d, v in inner.items() if d in ids})
+        boost = m.boost
+        return {d: v * boost for d, v in inner.items()}
+    if isinstance(m, NullMatcherClass):
+        return {}
+    if cls.__name__ == "W3LeafMatcher":
+        return _leaf_scores(m, docs, lengths)
+    raise _Unsupported(cls.__name__)
+
+
+def _leaf_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None
+                 ) -> dict[int, float]:
+    scorer = m.scorer
+    if scorer is None or type(scorer).score is not WeightLengthScorer.score or \
+            not hasattr(scorer, "dfl"):
+        raise _Unsupported(type(scorer).__name__)
+    score, dfl = scorer._score, scorer.dfl
+    bm25 = type(scorer) is BM25FScorer
+    if bm25:  # whoosh.scoring.bm25, inline: the same expression, so the same floats
+        idf, avgfl, b, k1 = scorer.idf, scorer.avgfl, scorer.B, scorer.K1
+        k1p, omb = k1 + 1, 1 - b
+    # field lengths: one column read per document; a long-lived reader keeps them
+    memo = None
+    term = getattr(m, "_term", None)
+    if lengths is not None and term:
+        memo = lengths.get(term[0])
+        if memo is None:
+            memo = lengths[term[0]] = [None] * (max(docs) + 1 if docs else 0)
+        elif len(memo) <= max(docs):
+            memo.extend([None] * (max(docs) + 1 - len(memo)))
+    out: dict[int, float] = {}
+    try:
+        while m.is_active():
+            if m._ids is None:
+                m._read_ids()
+            if m._weights is None:
+                m._read_weights()
+            i = m._i
+            for d, w in zip(m._ids[i:], m._weights[i:], strict=True):
+                if d in docs:
+                    if memo is None:
+                        fl = dfl(d)
+                    else:
+                        fl = memo[d]
+                        if fl is None:
+                            fl = memo[d] = dfl(d)
+                    out[d] = (idf * ((w * k1p) / (w + k1 * (omb + b * fl / avgfl)))
+                              if bm25 else score(w, fl))
+            m._next_block()
+    except AttributeError as exc:  # another whoosh version
+        raise _Unsupported(str(exc)) from None
     return out
 
 
@@ -576,11 +711,12 @@ def _by_date(opened: _Open, docs: Iterable[int], *, newest: bool) -> list[int]:
 def _message_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int,
                   sort: str) -> tuple[int, list[SearchHit], list[int]]:
     s = opened.searcher
+    opened.uses += 1
     matched = docset(s, parsed.query)
     total = len(matched)
     want = offset + limit
     if sort == "relevance":
-        page = _ranked(s, parsed, matched, want)
+        page = _ranked(s, parsed, matched, want, opened)
         if len(page) < want and len(page) < total:
             seen = {d for d, _ in page}
             rest = _by_date(opened, (d for d in matched if d not in seen), newest=True)
@@ -653,7 +789,7 @@ def _thread_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int, so
     if sort == "relevance":
         k = max(want * 3, 30)
         while True:
-            ranked = _ranked(s, parsed, matched, k)
+            ranked = _ranked(s, parsed, matched, k, opened)
             best.clear()
             order.clear()
             for docnum, score in ranked:
