@@ -352,25 +352,32 @@ def _phrase_docset(q: wq.Phrase, s: Any) -> set[int] | None:
             candidates &= part
         if len(btexts) == 1 or not candidates:
             return candidates
-        matchers = []
-        for b in btexts:
-            m = r.postings(fieldname, b)
-            matchers.append(m.child if isinstance(m, FilterMatcher) else m)
-        out: set[int] = set()
-        for d in sorted(candidates):
-            positions = []
-            for m in matchers:
-                if m.id() < d:
-                    m.skip_to(d)
-                positions.append(m.value_as("positions"))
-            rest = [set(ps) for ps in positions[1:]]
-            for p in positions[0]:
-                if all(p + i in later for i, later in enumerate(rest, 1)):
-                    out.add(d)
-                    break
-        return out
+        return _adjacent(r, fieldname, btexts, candidates)
     except (AttributeError, TypeError):  # another whoosh version: the generic way
         return None
+
+
+def _adjacent(r: Any, fieldname: str, btexts: Sequence[bytes], candidates: Iterable[int]
+              ) -> set[int]:
+    """The candidates (documents holding every word) where the words stand in a row:
+    Whoosh's phrase rule (SpanNear2, ordered, slop 1, mindist 1)."""
+    matchers = []
+    for b in btexts:
+        m = r.postings(fieldname, b)
+        matchers.append(m.child if isinstance(m, FilterMatcher) else m)
+    out: set[int] = set()
+    for d in sorted(candidates):
+        positions = []
+        for m in matchers:
+            if m.id() < d:
+                m.skip_to(d)
+            positions.append(m.value_as("positions"))
+        rest = [set(ps) for ps in positions[1:]]
+        for p in positions[0]:
+            if all(p + i in later for i, later in enumerate(rest, 1)):
+                out.add(d)
+                break
+    return out
 
 
 def docset(searcher: Any, q: wq.Query) -> list[int]:
@@ -619,7 +626,7 @@ def _bulk_ranked(s: Any, q: wq.Query, matched: list[int], k: int,
         if not local:
             continue
         memo = None if lengths is None else lengths.setdefault(id(sub.reader()), {})
-        found = _tree_scores(q.matcher(sub, context), local, memo)
+        found = _tree_scores(q.matcher(sub, context), local, memo, sub.reader())
         if offset:
             scores.update((d + offset, v) for d, v in found.items())
         else:
@@ -627,25 +634,25 @@ def _bulk_ranked(s: Any, q: wq.Query, matched: list[int], k: int,
     return heapq.nsmallest(k, scores.items(), key=lambda dv: (-dv[1], dv[0]))
 
 
-def _tree_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None
-                 ) -> dict[int, float]:
+def _tree_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None,
+                 reader: Any = None) -> dict[int, float]:
     cls = type(m)
     if cls is UnionMatcher:
-        a = _tree_scores(m.a, docs, lengths)
-        b = _tree_scores(m.b, docs, lengths)
+        a = _tree_scores(m.a, docs, lengths, reader)
+        b = _tree_scores(m.b, docs, lengths, reader)
         out = dict(a)
         for d, v in b.items():
             x = out.get(d)
             out[d] = v if x is None else x + v
         return out
     if cls is IntersectionMatcher:
-        a = _tree_scores(m.a, docs, lengths)
+        a = _tree_scores(m.a, docs, lengths, reader)
         if not a:
             return a
-        b = _tree_scores(m.b, docs, lengths)
+        b = _tree_scores(m.b, docs, lengths, reader)
         return {d: v + b[d] for d, v in a.items() if d in b}
     if cls is WrappingMatcher or cls is FilterMatcher:
-        inner = _tree_scores(m.child, docs, lengths)
+        inner = _tree_scores(m.child, docs, lengths, reader)
         if cls is FilterMatcher:
             ids = m._ids
             inner = ({d: v for d, v in inner.items() if d not in ids} if m._exclude
@@ -656,6 +663,25 @@ def _tree_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None
         return {}
     if cls.__name__ == "W3LeafMatcher":
         return _leaf_scores(m, docs, lengths)
+    if cls.__name__ == "SpanNear2Matcher" and reader is not None:
+        # a phrase: scored as the intersection of its words (Whoosh: the wrapped
+        # IntersectionMatcher's score times the boost), kept where the words stand in a row
+        if (m.slop, m.ordered, m.mindist) != (1, True, 1) or \
+                getattr(cls, "score", None) is not WrappingMatcher.score:
+            raise _Unsupported("span options")
+        terms = []
+        for leaf in m.ms:
+            leaf = leaf.child if type(leaf) is FilterMatcher else leaf
+            term = getattr(leaf, "_term", None)
+            if type(leaf).__name__ != "W3LeafMatcher" or not term:
+                raise _Unsupported("phrase leaf")
+            terms.append(term)
+        if len({f for f, _b in terms}) != 1:
+            raise _Unsupported("phrase over fields")
+        inner = _tree_scores(m.child, docs, lengths, reader)
+        keep = _adjacent(reader, terms[0][0], [b for _f, b in terms], inner)
+        boost = m.boost
+        return {d: inner[d] * boost for d in keep}
     raise _Unsupported(cls.__name__)
 
 
