@@ -576,17 +576,23 @@ def _ranked(s: Any, parsed: ParsedQuery, matched: list[int], k: int,
     through Whoosh's matchers (a date range is a union of hundreds of numeric terms).
     Matching documents without a scored word (``a OR date:..``) come after, newest first.
     """
-    out: list[tuple[int, float]] = []
-    if parsed.scoring is not None and k > 0:
-        try:
-            lengths = opened.lengths if opened is not None and opened.uses >= 3 else None
-            return _bulk_ranked(s, parsed.scoring, matched, k, lengths)
-        except _Unsupported:
-            pass
+    return _ranker(s, parsed, matched, opened)(k)
+
+
+def _ranker(s: Any, parsed: ParsedQuery, matched: list[int], opened: _Open | None = None
+            ) -> Callable[[int], list[tuple[int, float]]]:
+    """k -> the best k matching documents (see _ranked); scores are computed once."""
+    if parsed.scoring is None:
+        return lambda k: []
+    lengths = opened.lengths if opened is not None and opened.uses >= 3 else None
+    try:
+        scores = _bulk_scores(s, parsed.scoring, matched, lengths)
+    except _Unsupported:
         allowed = set(matched)
-        out = [(h.docnum, float(h.score or 0.0))
-               for h in s.search(parsed.scoring, limit=k, filter=allowed)]
-    return out
+        return lambda k: [(h.docnum, float(h.score or 0.0))
+                          for h in s.search(parsed.scoring, limit=k, filter=allowed)
+                          ] if k > 0 else []
+    return lambda k: heapq.nsmallest(k, scores.items(), key=lambda dv: (-dv[1], dv[0]))
 
 
 class _Unsupported(Exception):
@@ -596,8 +602,16 @@ class _Unsupported(Exception):
 def _bulk_ranked(s: Any, q: wq.Query, matched: list[int], k: int,
                  lengths: dict[Any, dict[str, list[Any]]] | None = None
                  ) -> list[tuple[int, float]]:
-    """What ``s.search(q, limit=k, filter=set(matched))`` returns, computed a posting block
-    at a time instead of a document at a time.
+    """What ``s.search(q, limit=k, filter=set(matched))`` returns (see _bulk_scores)."""
+    scores = _bulk_scores(s, q, matched, lengths)
+    return heapq.nsmallest(k, scores.items(), key=lambda dv: (-dv[1], dv[0]))
+
+
+def _bulk_scores(s: Any, q: wq.Query, matched: list[int],
+                 lengths: dict[Any, dict[str, list[Any]]] | None = None
+                 ) -> dict[int, float]:
+    """docnum -> score of every matching document the scoring query ``q`` matches,
+    computed a posting block at a time instead of a document at a time.
 
     Whoosh's collector walks its matcher tree document by document (a dozen Python calls
     per document and tree node for a word searched in seven fields); here the same tree,
@@ -631,7 +645,7 @@ def _bulk_ranked(s: Any, q: wq.Query, matched: list[int], k: int,
             scores.update((d + offset, v) for d, v in found.items())
         else:
             scores.update(found)
-    return heapq.nsmallest(k, scores.items(), key=lambda dv: (-dv[1], dv[0]))
+    return scores
 
 
 def _tree_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None,
@@ -814,8 +828,9 @@ def _thread_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int, so
     raw_dates = opened.column("date", translate=False)
     if sort == "relevance":
         k = max(want * 3, 30)
+        rank = _ranker(s, parsed, matched, opened)
         while True:
-            ranked = _ranked(s, parsed, matched, k, opened)
+            ranked = rank(k)
             best.clear()
             order.clear()
             for docnum, score in ranked:
