@@ -142,6 +142,7 @@ class _Open:
         self.searcher = self.ix.searcher(weighting=BM25F())
         self.thread_ids: list[str] | None = None
         self.facet_values: list[Any] | None = None
+        self.dates: list[int] | None = None
         self.lengths: dict[Any, dict[str, list[Any]]] = {}  # field lengths read
         self.uses = 0
         self.columns: dict[tuple[str, bool], Any] = {}
@@ -206,8 +207,9 @@ def warm(kb: Any) -> None:
                 opened.thread_ids = list(opened.column("thread_id"))
             if opened.facet_values is None:
                 opened.facet_values = list(opened.column("facets"))
-        for name, translate in (("date", False), ("id", True)):
-            opened.column(name, translate=translate)
+            if opened.dates is None:
+                opened.dates = list(opened.column("date", translate=False))
+        opened.column("id")
 
     with_index(kb, fill)
 
@@ -744,7 +746,7 @@ def _leaf_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None
 
 
 def _by_date(opened: _Open, docs: Iterable[int], *, newest: bool) -> list[int]:
-    dates = opened.column("date", translate=False)
+    dates = _dates(opened)
     return sorted(docs, key=lambda d: (dates[d], d), reverse=newest)
 
 
@@ -783,6 +785,19 @@ def _message_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int,
             sender=(stored.get("from", "") or "").split("\n")[0],
         ))
     return total, hits, matched
+
+
+def _dates(opened: _Open) -> Any:
+    """docnum -> the raw (sortable) date: the column, or for a long-lived reader (third
+    search on it) the whole column as a list (a column read costs microseconds; sorting
+    thousands of matches by date reads thousands)."""
+    if opened.dates is None and opened.uses >= 3:
+        with opened.lock:
+            if opened.dates is None:
+                opened.dates = list(opened.column("date", translate=False))
+    if opened.dates is not None:
+        return opened.dates
+    return opened.column("date", translate=False)
 
 
 def _names(stored: dict[str, Any]) -> list[str]:
@@ -825,7 +840,7 @@ def _thread_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int, so
     want = offset + limit
     best: dict[str, tuple[int, float]] = {}  # thread -> (docnum, score) of its best message
     order: list[str] = []
-    raw_dates = opened.column("date", translate=False)
+    raw_dates = _dates(opened)
     if sort == "relevance":
         k = max(want * 3, 30)
         rank = _ranker(s, parsed, matched, opened)
@@ -933,16 +948,21 @@ def _facets(opened: _Open, matched: list[int], names: Sequence[str], *,
     if opened.facet_values is not None:
         col = opened.facet_values
     tid_of = _thread_column(opened, matched) if by_thread else {}
-    counts: dict[str, dict[str, set[Any]]] = {n: defaultdict(set) for n in names}
+    counts: dict[str, dict[str, set[Any]]] = {n: {} for n in names}
     display: dict[str, dict[str, str]] = {n: {} for n in names}
-    for d in matched:
-        values = col[d] or {}
-        unit = tid_of[d] if by_thread else d
-        for name in names:
+    rows = [(tid_of[d] if by_thread else d, col[d]) for d in matched]
+    for name in names:
+        count, shown = counts[name], display[name]
+        for unit, values in rows:
+            if not values:
+                continue
             for v in values.get(name, ()) or ():
                 key = v.casefold()
-                counts[name][key].add(unit)
-                display[name].setdefault(key, v)
+                units = count.get(key)
+                if units is None:
+                    count[key] = units = set()
+                    shown[key] = v
+                units.add(unit)
     out = {}
     for name in names:
         ranked = sorted(counts[name].items(), key=lambda kv: (-len(kv[1]), kv[0]))
