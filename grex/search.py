@@ -16,10 +16,12 @@ import heapq
 import re
 import threading
 import time
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -246,21 +248,71 @@ def with_index(kb: Any, fn: Callable[[_Open], T]) -> T:
 # ------------------------------------------------------------------------------ doc sets
 
 
+_LOCAL = threading.local()  # .blocks: the posting blocks read by the running search
+
+
+@contextlib.contextmanager
+def _block_cache() -> Iterator[None]:
+    """Within one search, each term's posting blocks are read and unpickled once (the
+    matching set, the ranking and the phrase check all walk them)."""
+    outer = getattr(_LOCAL, "blocks", None)
+    _LOCAL.blocks = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _LOCAL.blocks = outer
+
+
+def _term_blocks(m: Any) -> list[tuple[Any, Any, Any]]:
+    """(ids, weights, values) of each posting block of a W3LeafMatcher (from its first
+    block: the matcher is reset), as its _read_ids / _read_weights / _read_values decode
+    them; cached for the running search. AttributeError / TypeError: not Whoosh 2.7's
+    leaf matcher."""
+    if type(m).__name__ != "W3LeafMatcher":
+        raise TypeError("not a W3LeafMatcher")
+    cache = getattr(_LOCAL, "blocks", None)
+    key = (id(m._postfile), m._startoffset)
+    if cache is not None:
+        found = cache.get(key)
+        if found is not None:
+            return found
+    blocks = []
+    fixedsize = m._fixedsize
+    m.reset()
+    while m.is_active():
+        if m._data is None:
+            m._read_data()
+        ids, weights, values = m._data[0], m._data[1], m._data[2]
+        n = m._blocklength
+        if not m._byteids:
+            ids = tuple(accumulate(ids))  # whoosh's delta_decode, in C
+        if weights is None:
+            weights = array("f", (1.0 for _ in range(n)))
+        elif isinstance(weights, float):
+            weights = array("f", (weights for _ in range(n)))
+        if fixedsize == 0:
+            values = (None,) * n
+        elif fixedsize is not None and fixedsize > 0:
+            values = tuple(values[i:i + fixedsize] for i in range(0, len(values), fixedsize))
+        blocks.append((ids, weights, values))
+        m._next_block()
+    if cache is not None:
+        cache[key] = blocks
+    return blocks
+
+
 def _leaf_ids(m: Any) -> Iterable[int]:
     """All ids of a posting matcher, a block at a time for Whoosh's own leaf matcher (its
     generic all_ids() costs three method calls per document)."""
     if isinstance(m, FilterMatcher):  # deletions: subtracted by the caller
         m = m.child
-    if type(m).__name__ == "W3LeafMatcher" and hasattr(m, "_read_ids"):
-        out: list[int] = []
+    if type(m).__name__ == "W3LeafMatcher":
         try:
-            while m.is_active():
-                if m._ids is None:
-                    m._read_ids()
-                out.extend(m._ids[m._i:])
-                m._next_block()
+            out: list[int] = []
+            for ids, _w, _v in _term_blocks(m):
+                out.extend(ids)
             return out
-        except AttributeError:  # another whoosh version: the generic way
+        except (AttributeError, TypeError):  # another whoosh version: the generic way
             pass
     return list(m.all_ids())
 
@@ -363,20 +415,27 @@ def _adjacent(r: Any, fieldname: str, btexts: Sequence[bytes], candidates: Itera
               ) -> set[int]:
     """The candidates (documents holding every word) where the words stand in a row:
     Whoosh's phrase rule (SpanNear2, ordered, slop 1, mindist 1)."""
-    matchers = []
+    wanted = set(candidates)
+    positions: list[dict[int, Any]] = []
     for b in btexts:
         m = r.postings(fieldname, b)
-        matchers.append(m.child if isinstance(m, FilterMatcher) else m)
+        m = m.child if isinstance(m, FilterMatcher) else m
+        decode = m.format.decode_as
+        found: dict[int, Any] = {}
+        for ids, _w, values in _term_blocks(m):
+            for d, v in zip(ids, values, strict=True):
+                if d in wanted:
+                    found[d] = v
+        positions.append({d: decode("positions", v) for d, v in found.items()})
     out: set[int] = set()
-    for d in sorted(candidates):
-        positions = []
-        for m in matchers:
-            if m.id() < d:
-                m.skip_to(d)
-            positions.append(m.value_as("positions"))
-        rest = [set(ps) for ps in positions[1:]]
-        for p in positions[0]:
-            if all(p + i in later for i, later in enumerate(rest, 1)):
+    first = positions[0]
+    rest = positions[1:]
+    for d in wanted:
+        if d not in first or any(d not in later for later in rest):
+            continue
+        sets = [set(later[d]) for later in rest]
+        for p in first[d]:
+            if all(p + i in later for i, later in enumerate(sets, 1)):
                 out.add(d)
                 break
     return out
@@ -541,7 +600,11 @@ def search(
                             facets=facet_counts, suggestion=suggestion, offset=offset,
                             limit=limit)
 
-    return with_index(kb, run)
+    def cached(opened: _Open) -> SearchResult:
+        with _block_cache():
+            return run(opened)
+
+    return with_index(kb, cached)
 
 
 def _thread_resolver(conn: Any) -> Callable[[str], str] | None:
@@ -723,25 +786,20 @@ def _leaf_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None
             memo.extend([None] * (max(docs) + 1 - len(memo)))
     out: dict[int, float] = {}
     try:
-        while m.is_active():
-            if m._ids is None:
-                m._read_ids()
-            if m._weights is None:
-                m._read_weights()
-            i = m._i
-            for d, w in zip(m._ids[i:], m._weights[i:], strict=True):
-                if d in docs:
-                    if memo is None:
-                        fl = dfl(d)
-                    else:
-                        fl = memo[d]
-                        if fl is None:
-                            fl = memo[d] = dfl(d)
-                    out[d] = (idf * ((w * k1p) / (w + k1 * (omb + b * fl / avgfl)))
-                              if bm25 else score(w, fl))
-            m._next_block()
-    except AttributeError as exc:  # another whoosh version
+        blocks = _term_blocks(m)
+    except (AttributeError, TypeError) as exc:  # another whoosh version
         raise _Unsupported(str(exc)) from None
+    for ids, weights, _values in blocks:
+        for d, w in zip(ids, weights, strict=True):
+            if d in docs:
+                if memo is None:
+                    fl = dfl(d)
+                else:
+                    fl = memo[d]
+                    if fl is None:
+                        fl = memo[d] = dfl(d)
+                out[d] = (idf * ((w * k1p) / (w + k1 * (omb + b * fl / avgfl)))
+                          if bm25 else score(w, fl))
     return out
 
 
