@@ -406,7 +406,11 @@ def _phrase_docset(q: wq.Phrase, s: Any) -> set[int] | None:
             candidates &= part
         if len(btexts) == 1 or not candidates:
             return candidates
-        return _adjacent(r, fieldname, btexts, candidates)
+        found = _adjacent(r, fieldname, btexts, candidates)
+        cache = getattr(_LOCAL, "blocks", None)
+        if cache is not None:  # every document of the segment with the phrase
+            cache[("phrase", id(r), fieldname, tuple(btexts))] = found
+        return set(found)
     except (AttributeError, TypeError):  # another whoosh version: the generic way
         return None
 
@@ -758,7 +762,10 @@ def _tree_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None,
         if len({f for f, _b in terms}) != 1:
             raise _Unsupported("phrase over fields")
         inner = _tree_scores(m.child, docs, lengths, reader)
-        keep = _adjacent(reader, terms[0][0], [b for _f, b in terms], inner)
+        cache = getattr(_LOCAL, "blocks", None) or {}
+        phrase_docs = cache.get(("phrase", id(reader), terms[0][0], tuple(b for _f, b in terms)))
+        keep = (phrase_docs.intersection(inner) if phrase_docs is not None
+                else _adjacent(reader, terms[0][0], [b for _f, b in terms], inner))
         boost = m.boost
         return {d: inner[d] * boost for d in keep}
     raise _Unsupported(cls.__name__)
