@@ -11,11 +11,16 @@ What it measures (everything in one run, so ratios share the machine's load):
      parsed messages into a KB's index (no 113k files for grex); notmuch gets a Maildir of
      113k small files under --work unless --no-notmuch-scale.
   3. query latency p50/p95/p99 for a fixed mix (terms, phrases, prefixes, dates, boolean,
-     facets), in-process (grex.search.search, warm) and as a whole process
-     (`python -m grex search`, cold) beside `notmuch search` (cold process), at 11k and at
-     the scaled size.
-  4. `python -X importtime -m grex search`: what a search process imports, and whether
-     spaCy / scikit-learn are among it.
+     facets), in-process (grex.search.search, warm; wall and CPU time) and as a whole
+     process (`python -m grex search --json`): cold (GREX_SEARCH_SERVER=0: Python start,
+     imports, index open, search) and warm (the KB's search server running), beside
+     `notmuch search` and `python -c pass` (the floor of any Python client), wall and CPU
+     (user + system) per process, in one loop, at 11k and at the scaled size.
+  4. `python -X importtime -m grex search`, without and with the search server: what a
+     search process imports, and whether spaCy / scikit-learn are among it.
+
+grex is byte-compiled first (as a pip install does; PYTHONDONTWRITEBYTECODE=1 would make
+every process compile grex's sources again).
 
 Results go to stdout (markdown) and --work/bench-results.json. The machine is shared: the
 load average before and after each phase is recorded.
