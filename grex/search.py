@@ -204,6 +204,7 @@ def warm(kb: Any) -> None:
     the search server)."""
 
     def fill(opened: _Open) -> None:
+        opened.uses = max(opened.uses, 3)  # long-lived: keep what the searches read
         with opened.lock:
             if opened.thread_ids is None:
                 opened.thread_ids = list(opened.column("thread_id"))
