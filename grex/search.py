@@ -146,7 +146,7 @@ class _Open:
         self.facet_values: list[Any] | None = None
         self.dates: list[int] | None = None
         self.lengths: dict[Any, dict[str, list[Any]]] = {}  # field lengths read
-        self.uses = 0
+        self.uses = 3 if LONG_LIVED[0] else 0  # >= 3: keep whole columns (see _thread_column)
         self.columns: dict[tuple[str, bool], Any] = {}
         self.lock = threading.Lock()
 
@@ -168,6 +168,7 @@ class _Open:
             self.searcher.close()
 
 
+LONG_LIVED = [False]  # set by the search server: every reader it opens is long-lived
 _CACHE: dict[str, _Open] = {}
 _CACHE_LOCK = threading.Lock()
 

@@ -140,6 +140,7 @@ class Server:
         import grex.cli.search  # noqa: F401 - the formatting code
         from grex import search as gs
 
+        gs.LONG_LIVED[0] = True
         with contextlib.suppress(Exception):  # no index yet: the first search says so
             gs.warm(self.kb)
         self.code = self._code_files()
