@@ -25,7 +25,7 @@ SOCK = Path("run") / "search.sock"
 def grex(*args: str, server: str = "1", extra: dict[str, str] | None = None,
          importtime: bool = False) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "GREX_SEARCH_SERVER": server,
-           **(extra or {})}
+           "GREX_SEARCH_SERVER_IDLE": "60", **(extra or {})}  # a server a client starts
     env.pop("GREX_KB", None)
     cmd = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "grex", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env,
