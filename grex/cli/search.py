@@ -188,12 +188,15 @@ def fast_main(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     kb_flag, quiet, opts = parsed
+    from grex import search_client
     from grex.cli.core import err_console
 
+    # an entry point older than grex.launch reaches here first: the server still answers
+    code = search_client.ask(list(argv))
+    if code is not None:
+        return code
     code, kb_path = run_fast(kb_flag, quiet, opts, out=console, err=err_console)
     if kb_path is not None:
-        from grex import search_client
-
         search_client.start_server(kb_path)
     return code
 
