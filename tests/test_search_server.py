@@ -36,9 +36,25 @@ def start_server(kb: Path, idle: float = 300) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "GREX_SEARCH_SERVER_IDLE": str(idle)}
     proc = subprocess.Popen([sys.executable, "-m", "grex.search_server", str(kb)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: (kb / SOCK).exists() or proc.poll() is not None, 60)
-    assert proc.poll() is None, (kb / "run" / "search.log").read_text()
+    wait_for(lambda: server_pid(kb) == proc.pid or proc.poll() is not None, 60)
+    assert server_pid(kb) == proc.pid, (kb / "run" / "search.log").read_text()
     return proc
+
+
+def server_pid(kb: Path) -> int | None:
+    """The pid of the process listening on the KB's socket (None: nobody)."""
+    import socket
+    import struct
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(kb / SOCK))
+        creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return int(struct.unpack("3i", creds)[0])
+    except OSError:
+        return None
+    finally:
+        s.close()
 
 
 def wait_for(cond: object, seconds: float) -> bool:
@@ -157,14 +173,8 @@ def test_killed_server_leaves_a_stale_socket_then_the_client_restarts_it(kb: Pat
 
 def stop_by_socket(kb: Path) -> None:
     """Stop a server this test started through a client (its pid: the socket's peer)."""
-    import socket
-    import struct
-
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(str(kb / SOCK))
-    pid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                           struct.calcsize("3i")))[0]
-    s.close()
+    pid = server_pid(kb)
+    assert pid is not None
     os.kill(pid, signal.SIGTERM)
     assert wait_for(lambda: not (kb / SOCK).exists(), 30)
 
