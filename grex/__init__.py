@@ -1,7 +1,12 @@
 """grex: shared email threads as a searchable knowledge base."""
 
-from grex.errors import GrexError
-from grex.models import Address, Attachment, Body, Location, Message, RawMessage, Thread
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from grex.errors import GrexError
+    from grex.models import Address, Attachment, Body, Location, Message, RawMessage, Thread
 
 __version__ = "0.1.0"
 
@@ -9,3 +14,20 @@ __all__ = [
     "Address", "Attachment", "Body", "GrexError", "Location", "Message", "RawMessage", "Thread",
     "__version__",
 ]
+
+_LAZY = {"GrexError": "grex.errors", "Address": "grex.models", "Attachment": "grex.models",
+         "Body": "grex.models", "Location": "grex.models", "Message": "grex.models",
+         "RawMessage": "grex.models", "Thread": "grex.models"}
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use: `grex search` through the search server imports nothing of
+    # grex but its client (grex.search_client), and dataclasses alone cost ~20 ms
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'grex' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,4 +1,4 @@
-from grex.cli import main
+from grex.launch import main
 
 if __name__ == "__main__":
     main()

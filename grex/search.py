@@ -12,21 +12,30 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import heapq
 import re
 import threading
 import time
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, TypeVar
 
 from whoosh import index as wix
 from whoosh import query as wq
-from whoosh.matching import FilterMatcher
+from whoosh.matching import (
+    FilterMatcher,
+    IntersectionMatcher,
+    NullMatcherClass,
+    UnionMatcher,
+    WrappingMatcher,
+)
 from whoosh.query.terms import MultiTerm
-from whoosh.scoring import BM25F
+from whoosh.scoring import BM25F, BM25FScorer, WeightLengthScorer
 from whoosh.util.times import long_to_datetime
 
 from grex.errors import IndexError_, QueryError
@@ -134,7 +143,10 @@ class _Open:
         self.ix = wix.open_dir(str(path))
         self.searcher = self.ix.searcher(weighting=BM25F())
         self.thread_ids: list[str] | None = None
-        self.uses = 0
+        self.facet_values: list[Any] | None = None
+        self.dates: list[int] | None = None
+        self.lengths: dict[Any, dict[str, list[Any]]] = {}  # field lengths read
+        self.uses = 3 if LONG_LIVED[0] else 0  # >= 3: keep whole columns (see _thread_column)
         self.columns: dict[tuple[str, bool], Any] = {}
         self.lock = threading.Lock()
 
@@ -156,6 +168,7 @@ class _Open:
             self.searcher.close()
 
 
+LONG_LIVED = [False]  # set by the search server: every reader it opens is long-lived
 _CACHE: dict[str, _Open] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -185,6 +198,24 @@ def _open(kb_path: Path) -> _Open:
         opened = _Open(index_dir)
         _CACHE[key] = opened
         return opened
+
+
+def warm(kb: Any) -> None:
+    """Open the KB's index and read the columns searches use (for a long-lived process:
+    the search server)."""
+
+    def fill(opened: _Open) -> None:
+        opened.uses = max(opened.uses, 3)  # long-lived: keep what the searches read
+        with opened.lock:
+            if opened.thread_ids is None:
+                opened.thread_ids = list(opened.column("thread_id"))
+            if opened.facet_values is None:
+                opened.facet_values = list(opened.column("facets"))
+            if opened.dates is None:
+                opened.dates = list(opened.column("date", translate=False))
+        opened.column("id")
+
+    with_index(kb, fill)
 
 
 def _forget(kb_path: Path) -> None:
@@ -219,21 +250,71 @@ def with_index(kb: Any, fn: Callable[[_Open], T]) -> T:
 # ------------------------------------------------------------------------------ doc sets
 
 
+_LOCAL = threading.local()  # .blocks: the posting blocks read by the running search
+
+
+@contextlib.contextmanager
+def _block_cache() -> Iterator[None]:
+    """Within one search, each term's posting blocks are read and unpickled once (the
+    matching set, the ranking and the phrase check all walk them)."""
+    outer = getattr(_LOCAL, "blocks", None)
+    _LOCAL.blocks = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _LOCAL.blocks = outer
+
+
+def _term_blocks(m: Any) -> list[tuple[Any, Any, Any]]:
+    """(ids, weights, values) of each posting block of a W3LeafMatcher (from its first
+    block: the matcher is reset), as its _read_ids / _read_weights / _read_values decode
+    them; cached for the running search. AttributeError / TypeError: not Whoosh 2.7's
+    leaf matcher."""
+    if type(m).__name__ != "W3LeafMatcher":
+        raise TypeError("not a W3LeafMatcher")
+    cache = getattr(_LOCAL, "blocks", None)
+    key = (id(m._postfile), m._startoffset)
+    if cache is not None:
+        found = cache.get(key)
+        if found is not None:
+            return found
+    blocks = []
+    fixedsize = m._fixedsize
+    m.reset()
+    while m.is_active():
+        if m._data is None:
+            m._read_data()
+        ids, weights, values = m._data[0], m._data[1], m._data[2]
+        n = m._blocklength
+        if not m._byteids:
+            ids = tuple(accumulate(ids))  # whoosh's delta_decode, in C
+        if weights is None:
+            weights = array("f", (1.0 for _ in range(n)))
+        elif isinstance(weights, float):
+            weights = array("f", (weights for _ in range(n)))
+        if fixedsize == 0:
+            values = (None,) * n
+        elif fixedsize is not None and fixedsize > 0:
+            values = tuple(values[i:i + fixedsize] for i in range(0, len(values), fixedsize))
+        blocks.append((ids, weights, values))
+        m._next_block()
+    if cache is not None:
+        cache[key] = blocks
+    return blocks
+
+
 def _leaf_ids(m: Any) -> Iterable[int]:
     """All ids of a posting matcher, a block at a time for Whoosh's own leaf matcher (its
     generic all_ids() costs three method calls per document)."""
     if isinstance(m, FilterMatcher):  # deletions: subtracted by the caller
         m = m.child
-    if type(m).__name__ == "W3LeafMatcher" and hasattr(m, "_read_ids"):
-        out: list[int] = []
+    if type(m).__name__ == "W3LeafMatcher":
         try:
-            while m.is_active():
-                if m._ids is None:
-                    m._read_ids()
-                out.extend(m._ids[m._i:])
-                m._next_block()
+            out: list[int] = []
+            for ids, _w, _v in _term_blocks(m):
+                out.extend(ids)
             return out
-        except AttributeError:  # another whoosh version: the generic way
+        except (AttributeError, TypeError):  # another whoosh version: the generic way
             pass
     return list(m.all_ids())
 
@@ -278,6 +359,10 @@ def _segment_docset(q: wq.Query, s: Any) -> set[int]:
         return set(range(r.doc_count_all()))
     if isinstance(q, wq.ConstantScoreQuery):
         return _segment_docset(q.child, s)
+    if isinstance(q, wq.Phrase):
+        found = _phrase_docset(q, s)
+        if found is not None:
+            return found
     if isinstance(q, wq.NumericRange):  # a union of tiered term ranges
         simple = q.simplify(r)
         if simple is not q and simple != q:
@@ -292,6 +377,74 @@ def _segment_docset(q: wq.Query, s: Any) -> set[int]:
         except (AttributeError, TypeError, ValueError):
             pass  # another whoosh version: the generic way below
     return set(q.docs(s))
+
+
+def _phrase_docset(q: wq.Phrase, s: Any) -> set[int] | None:
+    """The documents holding the phrase: the documents with all its words (posting blocks,
+    as for terms), then their positions checked for those only. Whoosh's phrase matcher
+    (SpanNear2, ordered, slop 1) finds the same set through generic span matchers, one
+    document at a time. None: not the plain case (a slop, a field without positions)."""
+    if q.slop != 1 or not q.words:
+        return None
+    r = s.reader()
+    fieldname = q.fieldname
+    try:
+        field = s.schema[fieldname]
+    except KeyError:
+        return set()
+    if not field.format or not field.format.supports("positions"):
+        return None
+    try:
+        btexts = [field.to_bytes(w) for w in q.words]
+    except ValueError:
+        return set()
+    if any((fieldname, b) not in r for b in btexts):
+        return set()
+    try:
+        parts = sorted((set(_leaf_ids(r.postings(fieldname, b))) for b in set(btexts)),
+                       key=len)
+        candidates = parts[0]
+        for part in parts[1:]:
+            candidates &= part
+        if len(btexts) == 1 or not candidates:
+            return candidates
+        found = _adjacent(r, fieldname, btexts, candidates)
+        cache = getattr(_LOCAL, "blocks", None)
+        if cache is not None:  # every document of the segment with the phrase
+            cache[("phrase", id(r), fieldname, tuple(btexts))] = found
+        return set(found)
+    except (AttributeError, TypeError):  # another whoosh version: the generic way
+        return None
+
+
+def _adjacent(r: Any, fieldname: str, btexts: Sequence[bytes], candidates: Iterable[int]
+              ) -> set[int]:
+    """The candidates (documents holding every word) where the words stand in a row:
+    Whoosh's phrase rule (SpanNear2, ordered, slop 1, mindist 1)."""
+    wanted = set(candidates)
+    positions: list[dict[int, Any]] = []
+    for b in btexts:
+        m = r.postings(fieldname, b)
+        m = m.child if isinstance(m, FilterMatcher) else m
+        decode = m.format.decode_as
+        found: dict[int, Any] = {}
+        for ids, _w, values in _term_blocks(m):
+            for d, v in zip(ids, values, strict=True):
+                if d in wanted:
+                    found[d] = v
+        positions.append({d: decode("positions", v) for d, v in found.items()})
+    out: set[int] = set()
+    first = positions[0]
+    rest = positions[1:]
+    for d in wanted:
+        if d not in first or any(d not in later for later in rest):
+            continue
+        sets = [set(later[d]) for later in rest]
+        for p in first[d]:
+            if all(p + i in later for i, later in enumerate(sets, 1)):
+                out.add(d)
+                break
+    return out
 
 
 def docset(searcher: Any, q: wq.Query) -> list[int]:
@@ -453,7 +606,11 @@ def search(
                             facets=facet_counts, suggestion=suggestion, offset=offset,
                             limit=limit)
 
-    return with_index(kb, run)
+    def cached(opened: _Open) -> SearchResult:
+        with _block_cache():
+            return run(opened)
+
+    return with_index(kb, cached)
 
 
 def _thread_resolver(conn: Any) -> Callable[[str], str] | None:
@@ -481,7 +638,8 @@ def _date_of(fields: dict[str, Any]) -> datetime | None:
     return d.replace(tzinfo=UTC) if isinstance(d, datetime) and d.tzinfo is None else d
 
 
-def _ranked(s: Any, parsed: ParsedQuery, matched: list[int], k: int) -> list[tuple[int, float]]:
+def _ranked(s: Any, parsed: ParsedQuery, matched: list[int], k: int,
+            opened: _Open | None = None) -> list[tuple[int, float]]:
     """The best ``k`` matching documents by relevance, as (docnum, score).
 
     Whoosh scores only the query's words (``parsed.scoring``), restricted to the matching
@@ -489,27 +647,185 @@ def _ranked(s: Any, parsed: ParsedQuery, matched: list[int], k: int) -> list[tup
     through Whoosh's matchers (a date range is a union of hundreds of numeric terms).
     Matching documents without a scored word (``a OR date:..``) come after, newest first.
     """
-    out: list[tuple[int, float]] = []
-    if parsed.scoring is not None and k > 0:
+    return _ranker(s, parsed, matched, opened)(k)
+
+
+def _ranker(s: Any, parsed: ParsedQuery, matched: list[int], opened: _Open | None = None
+            ) -> Callable[[int], list[tuple[int, float]]]:
+    """k -> the best k matching documents (see _ranked); scores are computed once."""
+    if parsed.scoring is None:
+        return lambda k: []
+    lengths = opened.lengths if opened is not None and opened.uses >= 3 else None
+    try:
+        scores = _bulk_scores(s, parsed.scoring, matched, lengths)
+    except _Unsupported:
         allowed = set(matched)
-        out = [(h.docnum, float(h.score or 0.0))
-               for h in s.search(parsed.scoring, limit=k, filter=allowed)]
+        return lambda k: [(h.docnum, float(h.score or 0.0))
+                          for h in s.search(parsed.scoring, limit=k, filter=allowed)
+                          ] if k > 0 else []
+    return lambda k: heapq.nsmallest(k, scores.items(), key=lambda dv: (-dv[1], dv[0]))
+
+
+class _Unsupported(Exception):
+    """A matcher _bulk_ranked does not know: let Whoosh rank."""
+
+
+def _bulk_ranked(s: Any, q: wq.Query, matched: list[int], k: int,
+                 lengths: dict[Any, dict[str, list[Any]]] | None = None
+                 ) -> list[tuple[int, float]]:
+    """What ``s.search(q, limit=k, filter=set(matched))`` returns (see _bulk_scores)."""
+    scores = _bulk_scores(s, q, matched, lengths)
+    return heapq.nsmallest(k, scores.items(), key=lambda dv: (-dv[1], dv[0]))
+
+
+def _bulk_scores(s: Any, q: wq.Query, matched: list[int],
+                 lengths: dict[Any, dict[str, list[Any]]] | None = None
+                 ) -> dict[int, float]:
+    """docnum -> score of every matching document the scoring query ``q`` matches,
+    computed a posting block at a time instead of a document at a time.
+
+    Whoosh's collector walks its matcher tree document by document (a dozen Python calls
+    per document and tree node for a word searched in seven fields); here the same tree,
+    built by Whoosh for the same searcher and context, is evaluated bottom-up over
+    dictionaries: a leaf's scores come from the same scorer with the same weight and
+    field length, a union adds its two sides where both match, an intersection adds them
+    where both match, a wrapper multiplies by its boost. Each document's score is the
+    same sum in the same grouping, so the floats, and the order (score, then docnum), are
+    Whoosh's. Raises _Unsupported for other matchers (phrases, ...). ``lengths``: field
+    lengths read so far, per segment and field (a long-lived reader keeps them).
+
+    Whoosh's own top-k collector can miss a document: it drops parts of the matcher tree
+    whose bound (from lossily encoded field lengths) falls below the k-th score, and some
+    documents do score above their bound; here every matching document is scored, so the
+    top k are exactly the first k of Whoosh's unlimited ranking."""
+    context = s.context()
+    scores: dict[int, float] = {}
+    remaining = sorted(matched)
+    pos = 0
+    for sub, offset in s.leaf_searchers():
+        end = offset + sub.doc_count_all()
+        local: set[int] = set()
+        while pos < len(remaining) and remaining[pos] < end:
+            local.add(remaining[pos] - offset)
+            pos += 1
+        if not local:
+            continue
+        memo = None if lengths is None else lengths.setdefault(id(sub.reader()), {})
+        found = _tree_scores(q.matcher(sub, context), local, memo, sub.reader())
+        if offset:
+            scores.update((d + offset, v) for d, v in found.items())
+        else:
+            scores.update(found)
+    return scores
+
+
+def _tree_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None,
+                 reader: Any = None) -> dict[int, float]:
+    cls = type(m)
+    if cls is UnionMatcher:
+        a = _tree_scores(m.a, docs, lengths, reader)
+        b = _tree_scores(m.b, docs, lengths, reader)
+        out = dict(a)
+        for d, v in b.items():
+            x = out.get(d)
+            out[d] = v if x is None else x + v
+        return out
+    if cls is IntersectionMatcher:
+        a = _tree_scores(m.a, docs, lengths, reader)
+        if not a:
+            return a
+        b = _tree_scores(m.b, docs, lengths, reader)
+        return {d: v + b[d] for d, v in a.items() if d in b}
+    if cls is WrappingMatcher or cls is FilterMatcher:
+        inner = _tree_scores(m.child, docs, lengths, reader)
+        if cls is FilterMatcher:
+            ids = m._ids
+            inner = ({d: v for d, v in inner.items() if d not in ids} if m._exclude
+                     else {d: v for d, v in inner.items() if d in ids})
+        boost = m.boost
+        return {d: v * boost for d, v in inner.items()}
+    if isinstance(m, NullMatcherClass):
+        return {}
+    if cls.__name__ == "W3LeafMatcher":
+        return _leaf_scores(m, docs, lengths)
+    if cls.__name__ == "SpanNear2Matcher" and reader is not None:
+        # a phrase: scored as the intersection of its words (Whoosh: the wrapped
+        # IntersectionMatcher's score times the boost), kept where the words stand in a row
+        if (m.slop, m.ordered, m.mindist) != (1, True, 1) or \
+                getattr(cls, "score", None) is not WrappingMatcher.score:
+            raise _Unsupported("span options")
+        terms = []
+        for leaf in m.ms:
+            leaf = leaf.child if type(leaf) is FilterMatcher else leaf
+            term = getattr(leaf, "_term", None)
+            if type(leaf).__name__ != "W3LeafMatcher" or not term:
+                raise _Unsupported("phrase leaf")
+            terms.append(term)
+        if len({f for f, _b in terms}) != 1:
+            raise _Unsupported("phrase over fields")
+        inner = _tree_scores(m.child, docs, lengths, reader)
+        cache = getattr(_LOCAL, "blocks", None) or {}
+        phrase_docs = cache.get(("phrase", id(reader), terms[0][0], tuple(b for _f, b in terms)))
+        keep = (phrase_docs.intersection(inner) if phrase_docs is not None
+                else _adjacent(reader, terms[0][0], [b for _f, b in terms], inner))
+        boost = m.boost
+        return {d: inner[d] * boost for d in keep}
+    raise _Unsupported(cls.__name__)
+
+
+def _leaf_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None
+                 ) -> dict[int, float]:
+    scorer = m.scorer
+    if scorer is None or type(scorer).score is not WeightLengthScorer.score or \
+            not hasattr(scorer, "dfl"):
+        raise _Unsupported(type(scorer).__name__)
+    score, dfl = scorer._score, scorer.dfl
+    bm25 = type(scorer) is BM25FScorer
+    if bm25:  # whoosh.scoring.bm25, inline: the same expression, so the same floats
+        idf, avgfl, b, k1 = scorer.idf, scorer.avgfl, scorer.B, scorer.K1
+        k1p, omb = k1 + 1, 1 - b
+    # field lengths: one column read per document; a long-lived reader keeps them
+    memo = None
+    term = getattr(m, "_term", None)
+    if lengths is not None and term:
+        memo = lengths.get(term[0])
+        if memo is None:
+            memo = lengths[term[0]] = [None] * (max(docs) + 1 if docs else 0)
+        elif len(memo) <= max(docs):
+            memo.extend([None] * (max(docs) + 1 - len(memo)))
+    out: dict[int, float] = {}
+    try:
+        blocks = _term_blocks(m)
+    except (AttributeError, TypeError) as exc:  # another whoosh version
+        raise _Unsupported(str(exc)) from None
+    for ids, weights, _values in blocks:
+        for d, w in zip(ids, weights, strict=True):
+            if d in docs:
+                if memo is None:
+                    fl = dfl(d)
+                else:
+                    fl = memo[d]
+                    if fl is None:
+                        fl = memo[d] = dfl(d)
+                out[d] = (idf * ((w * k1p) / (w + k1 * (omb + b * fl / avgfl)))
+                          if bm25 else score(w, fl))
     return out
 
 
 def _by_date(opened: _Open, docs: Iterable[int], *, newest: bool) -> list[int]:
-    dates = opened.column("date", translate=False)
+    dates = _dates(opened)
     return sorted(docs, key=lambda d: (dates[d], d), reverse=newest)
 
 
 def _message_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int,
                   sort: str) -> tuple[int, list[SearchHit], list[int]]:
     s = opened.searcher
+    opened.uses += 1
     matched = docset(s, parsed.query)
     total = len(matched)
     want = offset + limit
     if sort == "relevance":
-        page = _ranked(s, parsed, matched, want)
+        page = _ranked(s, parsed, matched, want, opened)
         if len(page) < want and len(page) < total:
             seen = {d for d, _ in page}
             rest = _by_date(opened, (d for d in matched if d not in seen), newest=True)
@@ -536,6 +852,19 @@ def _message_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int,
             sender=(stored.get("from", "") or "").split("\n")[0],
         ))
     return total, hits, matched
+
+
+def _dates(opened: _Open) -> Any:
+    """docnum -> the raw (sortable) date: the column, or for a long-lived reader (third
+    search on it) the whole column as a list (a column read costs microseconds; sorting
+    thousands of matches by date reads thousands)."""
+    if opened.dates is None and opened.uses >= 3:
+        with opened.lock:
+            if opened.dates is None:
+                opened.dates = list(opened.column("date", translate=False))
+    if opened.dates is not None:
+        return opened.dates
+    return opened.column("date", translate=False)
 
 
 def _names(stored: dict[str, Any]) -> list[str]:
@@ -578,11 +907,12 @@ def _thread_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int, so
     want = offset + limit
     best: dict[str, tuple[int, float]] = {}  # thread -> (docnum, score) of its best message
     order: list[str] = []
-    raw_dates = opened.column("date", translate=False)
+    raw_dates = _dates(opened)
     if sort == "relevance":
         k = max(want * 3, 30)
+        rank = _ranker(s, parsed, matched, opened)
         while True:
-            ranked = _ranked(s, parsed, matched, k)
+            ranked = rank(k)
             best.clear()
             order.clear()
             for docnum, score in ranked:
@@ -678,17 +1008,28 @@ def _facets(opened: _Open, matched: list[int], names: Sequence[str], *,
     if not matched:
         return {name: () for name in names}
     col = opened.column("facets")
+    if opened.facet_values is None and opened.uses >= 3:  # a long-lived reader: keep all
+        with opened.lock:
+            if opened.facet_values is None:
+                opened.facet_values = list(col)
+    if opened.facet_values is not None:
+        col = opened.facet_values
     tid_of = _thread_column(opened, matched) if by_thread else {}
-    counts: dict[str, dict[str, set[Any]]] = {n: defaultdict(set) for n in names}
+    counts: dict[str, dict[str, set[Any]]] = {n: {} for n in names}
     display: dict[str, dict[str, str]] = {n: {} for n in names}
-    for d in matched:
-        values = col[d] or {}
-        unit = tid_of[d] if by_thread else d
-        for name in names:
+    rows = [(tid_of[d] if by_thread else d, col[d]) for d in matched]
+    for name in names:
+        count, shown = counts[name], display[name]
+        for unit, values in rows:
+            if not values:
+                continue
             for v in values.get(name, ()) or ():
                 key = v.casefold()
-                counts[name][key].add(unit)
-                display[name].setdefault(key, v)
+                units = count.get(key)
+                if units is None:
+                    count[key] = units = set()
+                    shown[key] = v
+                units.add(unit)
     out = {}
     for name in names:
         ranked = sorted(counts[name].items(), key=lambda kv: (-len(kv[1]), kv[0]))

@@ -11,11 +11,16 @@ What it measures (everything in one run, so ratios share the machine's load):
      parsed messages into a KB's index (no 113k files for grex); notmuch gets a Maildir of
      113k small files under --work unless --no-notmuch-scale.
   3. query latency p50/p95/p99 for a fixed mix (terms, phrases, prefixes, dates, boolean,
-     facets), in-process (grex.search.search, warm) and as a whole process
-     (`python -m grex search`, cold) beside `notmuch search` (cold process), at 11k and at
-     the scaled size.
-  4. `python -X importtime -m grex search`: what a search process imports, and whether
-     spaCy / scikit-learn are among it.
+     facets), in-process (grex.search.search, warm; wall and CPU time) and as a whole
+     process (`python -m grex search --json`): cold (GREX_SEARCH_SERVER=0: Python start,
+     imports, index open, search) and warm (the KB's search server running), beside
+     `notmuch search` and `python -c pass` (the floor of any Python client), wall and CPU
+     (user + system) per process, in one loop, at 11k and at the scaled size.
+  4. `python -X importtime -m grex search`, without and with the search server: what a
+     search process imports, and whether spaCy / scikit-learn are among it.
+
+grex is byte-compiled first (as a pip install does; PYTHONDONTWRITEBYTECODE=1 would make
+every process compile grex's sources again).
 
 Results go to stdout (markdown) and --work/bench-results.json. The machine is shared: the
 load average before and after each phase is recorded.
@@ -197,39 +202,102 @@ def cold_open(kb: Any, conn: Any, runs: int) -> dict:
     return summary(ms)
 
 
+def _run_timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, bytes]:
+    """(wall ms, CPU ms of the child: user + system, exit code, stderr)."""
+    import resource
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = (time.perf_counter() - t) * 1000
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000
+    return wall, cpu, done.returncode, done.stderr
+
+
+def _start_server(kb_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    sock = kb_path / "run" / "search.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "grex.search_server", str(kb_path)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not sock.exists():
+        raise SystemExit("the search server did not start")
+    return proc
+
+
 def processes(kb_path: Path, nm_env: dict[str, str] | None, runs: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("GREX_KB", None)
-    g_ms: list[float] = []
-    n_ms: list[float] = []
-    for _ in range(runs):
-        for _cat, q, nq, facets in QUERIES:
-            cmd = [sys.executable, "-m", "grex", "--kb", str(kb_path), "search", "--json",
-                   "--limit", "20", q]
-            for f in facets:
-                cmd += ["--facet", f]
-            t = time.perf_counter()
-            done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE)
-            g_ms.append((time.perf_counter() - t) * 1000)
-            if done.returncode != 0:
-                raise SystemExit(f"grex search failed: {done.stderr.decode()[:500]}")
-            if nm_env is not None:
-                t = time.perf_counter()
-                subprocess.run(["notmuch", "search", "--limit=20", nq], env=nm_env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               check=True)
-                n_ms.append((time.perf_counter() - t) * 1000)
-    out: dict[str, Any] = {"grex": summary(g_ms)}
-    if n_ms:
-        out["notmuch"] = summary(n_ms)
-        out["ratio_p50"] = round(out["grex"]["p50"] / out["notmuch"]["p50"], 2)
-        out["ratio_p95"] = round(out["grex"]["p95"] / out["notmuch"]["p95"], 2)
+    """Whole `grex search` processes, as a user runs them (`python -m grex search --json`):
+    cold (GREX_SEARCH_SERVER=0: Python start, imports, index open, search) and warm (the
+    KB's search server running: Python start and the client), beside `notmuch search` and
+    an empty Python process (`python -c pass`: the floor any Python client pays), in the
+    same loop so they share the machine's load. Wall and CPU (user + system) per process."""
+    base = {**os.environ, "PYTHONPATH": str(REPO)}
+    base.pop("GREX_KB", None)
+    modes = {"cold": {**base, "GREX_SEARCH_SERVER": "0"},
+             "warm": {**base, "GREX_SEARCH_SERVER": "1"}}
+    wall: dict[str, list[float]] = {k: [] for k in ("cold", "warm", "notmuch", "python")}
+    cpu: dict[str, list[float]] = {k: [] for k in wall}
+    server = _start_server(kb_path, modes["warm"])
+    try:
+        for _ in range(runs):
+            for _cat, q, nq, facets in QUERIES:
+                cmd = [sys.executable, "-m", "grex", "--kb", str(kb_path), "search", "--json",
+                       "--limit", "20", q]
+                for f in facets:
+                    cmd += ["--facet", f]
+                for mode, env in modes.items():
+                    w, c, rc, err = _run_timed(cmd, env)
+                    if rc != 0:
+                        raise SystemExit(f"grex search ({mode}) failed: {err.decode()[:500]}")
+                    wall[mode].append(w)
+                    cpu[mode].append(c)
+                w, c, _rc, _err = _run_timed([sys.executable, "-c", "pass"], base)
+                wall["python"].append(w)
+                cpu["python"].append(c)
+                if nm_env is not None:
+                    w, c, rc, err = _run_timed(["notmuch", "search", "--limit=20", nq], nm_env)
+                    if rc != 0:
+                        raise SystemExit(f"notmuch search failed: {err.decode()[:500]}")
+                    wall["notmuch"].append(w)
+                    cpu["notmuch"].append(c)
+    finally:
+        server.terminate()
+        server.wait(60)
+    out: dict[str, Any] = {k: {"wall": summary(wall[k]), "cpu": summary(cpu[k])}
+                           for k in wall if wall[k]}
+    if wall["notmuch"]:
+        for mode in ("cold", "warm", "python"):
+            out[f"ratio_{mode}"] = {
+                "wall_p50": round(out[mode]["wall"]["p50"] / out["notmuch"]["wall"]["p50"], 2),
+                "wall_p95": round(out[mode]["wall"]["p95"] / out["notmuch"]["wall"]["p95"], 2),
+                "cpu_p50": round(out[mode]["cpu"]["p50"] / max(out["notmuch"]["cpu"]["p50"],
+                                                               0.1), 2)}
     return out
 
 
+def _compile() -> None:
+    """Byte-compile grex (a pip install does; PYTHONDONTWRITEBYTECODE=1 would otherwise make
+    every process compile grex's sources again)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "grex")], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def importtime(kb_path: Path) -> dict:
+    """What `grex search` imports: in-process (no server) and through the search server."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = {"cold": _importtime(kb_path, {**env, "GREX_SEARCH_SERVER": "0"})}
+    server = _start_server(kb_path, env)
+    try:
+        out["warm"] = _importtime(kb_path, {**env, "GREX_SEARCH_SERVER": "1"})
+    finally:
+        server.terminate()
+        server.wait(60)
+    return out
+
+
+def _importtime(kb_path: Path, env: dict[str, str]) -> dict:
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "grex", "--kb",
                            str(kb_path), "search", "graphics"], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -272,6 +340,7 @@ def main() -> None:
     if work.exists() and not args.reuse:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
+    _compile()
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                                            "started": datetime.now(UTC).isoformat()}}
     files = sorted(p for p in find_corpus().glob("*/*") if p.is_file())
@@ -328,6 +397,7 @@ def main() -> None:
     }
     if not args.build_only:
         print(json.dumps(results["query_11k"]["threads_inprocess"]["all"]),
+              json.dumps(results["query_11k"]["threads_inprocess"]["cpu"]),
               json.dumps(results["query_11k"]["process"]), flush=True)
         results["importtime"] = importtime(kb_path)
 
@@ -366,6 +436,7 @@ def main() -> None:
         }
         if not args.build_only:
             print(json.dumps(results["query_scaled"]["threads_inprocess"]["all"]),
+                  json.dumps(results["query_scaled"]["threads_inprocess"]["cpu"]),
                   json.dumps(results["query_scaled"]["process"]), flush=True)
     results["machine"]["finished"] = datetime.now(UTC).isoformat()
     name = "bench-build.json" if args.build_only else "bench-results.json"

@@ -120,15 +120,22 @@ def _open_readonly(st: Any) -> tuple[Any, Any]:
     return kb, kb.connect(readonly=True)
 
 
-def _print_result(st: Any, result: Any) -> None:
+def _print_result(st: Any, result: Any, out: Any = None) -> None:
+    """The human view of a result on ``out`` (default: the process's console)."""
     from rich.text import Text
 
+    out = console if out is None else out
+
+    def say_(text: str) -> None:  # grex.cli.core.say, on ``out``
+        if not st.quiet:
+            out.print(text, markup=False)
+
     if result.suggestion:
-        say(st, f"Did you mean: {result.suggestion}")
+        say_(f"Did you mean: {result.suggestion}")
     unit = "messages" if result.messages else "threads"
     if not result.hits:
-        say(st, f"No {unit} match." if result.total == 0 else
-            f"{result.total} {unit} match; none on this page.")
+        say_(f"No {unit} match." if result.total == 0 else
+             f"{result.total} {unit} match; none on this page.")
     for h in result.hits:
         when = _span(h.first_date, h.last_date)
         count = f" [{len(h.message_ids)}/{h.total_messages}]" if h.total_messages else (
@@ -140,23 +147,23 @@ def _print_result(st: Any, result: Any) -> None:
         who = h.sender if result.messages and h.sender else ", ".join(h.participants[:4])
         if who:
             line.append(f"  ({who})", style="dim")
-        console.print(line)
+        out.print(line)
         if result.messages:
-            console.print(Text(f"  id:{h.message_ids[0]}", style="dim"))
+            out.print(Text(f"  id:{h.message_ids[0]}", style="dim"))
         if h.snippet:
             snip = Text("  " + h.snippet)
             for a, b in h.highlights:
                 snip.stylize("bold yellow", a + 2, b + 2)
-            console.print(snip)
+            out.print(snip)
         if h.topics:
-            console.print(Text("  topics: " + ", ".join(h.topics[:5]), style="green"))
+            out.print(Text("  topics: " + ", ".join(h.topics[:5]), style="green"))
     for name, values in (result.facets or {}).items():
-        say(st, f"{name}: " + ", ".join(f"{v} ({c})" for v, c in values) if values else
-            f"{name}: (none)")
+        say_(f"{name}: " + ", ".join(f"{v} ({c})" for v, c in values) if values else
+             f"{name}: (none)")
     shown = len(result.hits)
     if result.total > result.offset + shown and shown:
-        say(st, f"{result.offset + 1}-{result.offset + shown} of {result.total} {unit} "
-                f"(--offset {result.offset + shown} for more)")
+        say_(f"{result.offset + 1}-{result.offset + shown} of {result.total} {unit} "
+             f"(--offset {result.offset + shown} for more)")
 
 
 def _span(a: Any, b: Any) -> str:
@@ -174,8 +181,28 @@ def fast_main(argv: list[str]) -> int | None:
     0.3 s of CPU in every `grex search` process, more than the search. grex.cli.main calls
     this first; it returns None (Typer then handles the command) for anything but a plain
     search: another command, --help, an option it does not know. Same options, output and
-    exit codes as the Typer command.
+    exit codes as the Typer command. After a search it starts the KB's search server for
+    the next `grex search` (grex.search_client; GREX_SEARCH_SERVER=0 disables it).
     """
+    parsed = parse_fast_argv(argv)
+    if parsed is None:
+        return None
+    kb_flag, quiet, opts = parsed
+    from grex import search_client
+    from grex.cli.core import err_console
+
+    # an entry point older than grex.launch reaches here first: the server still answers
+    code = search_client.ask(list(argv))
+    if code is not None:
+        return code
+    code, kb_path = run_fast(kb_flag, quiet, opts, out=console, err=err_console)
+    if kb_path is not None:
+        search_client.start_server(kb_path)
+    return code
+
+
+def parse_fast_argv(argv: list[str]) -> tuple[str | None, bool, dict[str, Any]] | None:
+    """(--kb value, --quiet, search options) of a plain `grex ... search ...`, else None."""
     args = list(argv)
     kb_flag: str | None = None
     quiet = debug = False
@@ -197,13 +224,29 @@ def fast_main(argv: list[str]) -> int | None:
     opts = _parse_search_args(args[1:])
     if opts is None:
         return None
+    return kb_flag, quiet, opts
+
+
+def run_fast(kb_flag: str | None, quiet: bool, opts: dict[str, Any], *, out: Any, err: Any,
+             env: Any = None) -> tuple[int, Any]:
+    """One search as `grex search` prints it: the result on ``out``, an error on ``err``
+    (Rich consoles), the environment ``env`` (default: this process's) for the config.
+    Returns (exit code, the KB's path, or None when no KB was opened). Shared by the
+    in-process path and the search server, so both print the same bytes."""
     from grex import search as gs
-    from grex.cli.core import AppState, err_console
+    from grex import store
+    from grex.cli.core import AppState
+    from grex.config import load_config
     from grex.errors import GrexError
 
     st = AppState(kb_flag=kb_flag, quiet=quiet)
+    kb_path = None
+    conn = None
     try:
-        kb, conn = _open_readonly(st)
+        config = load_config(kb_flag, {}, env=env)
+        kb = store.KB.open(config.kb)
+        conn = kb.connect(readonly=True)
+        kb_path = kb.path
         try:
             result = gs.search(kb, " ".join(opts["query"]), messages=opts["messages"],
                                limit=opts["limit"], offset=opts["offset"], sort=opts["sort"],
@@ -211,15 +254,30 @@ def fast_main(argv: list[str]) -> int | None:
         except QueryError as e:
             raise _with_caret(e) from None
         if opts["json"]:
-            emit_json(result.to_json())
+            if out is console:
+                emit_json(result.to_json())
+            else:
+                out.file.write(json_text(result.to_json()))
         else:
-            _print_result(st, result)
+            _print_result(st, result, out)
     except GrexError as e:
-        err_console.print(f"Error: {e}", markup=False)
-        return e.exit_code
+        err.print(f"Error: {e}", markup=False)
+        return e.exit_code, kb_path
     except BrokenPipeError:
-        return 0
-    return 0
+        return 0, kb_path
+    finally:
+        if conn is not None:
+            conn.close()
+    return 0, kb_path
+
+
+def json_text(obj: Any) -> str:
+    """What grex.cli.core.emit_json prints, as a string."""
+    import json
+
+    from grex.cli.core import _default
+
+    return json.dumps(obj, ensure_ascii=False, indent=2, default=_default) + "\n"
 
 
 def _parse_search_args(args: list[str]) -> dict[str, Any] | None:
