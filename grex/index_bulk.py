@@ -78,11 +78,10 @@ def _fold_miss(word: str) -> bytes:
     return b
 
 
-def _positions_items(value: str, stem: bool, field_boost: float,
-                     encode: Any) -> list[tuple[bytes, int, float, bytes]]:
-    """(term bytes, frequency, weight, encoded positions) per distinct term, in one pass:
-    what ``Positions.word_values`` + ``FieldType.index`` give for a WordTokenizer field
-    (same words, terms and positions: a dropped word takes no position)."""
+def _positions(value: str, stem: bool) -> tuple[dict[bytes, Any], int]:
+    """term bytes -> its position (an int) or positions (a list), and the number of terms:
+    the words, terms and positions WordTokenizer yields, in one pass (a dropped word takes
+    no position)."""
     from grex.index import _WORD  # noqa: PLC0415
 
     if stem:
@@ -106,19 +105,7 @@ def _positions_items(value: str, stem: bool, field_boost: float,
         else:
             p.append(pos)
         pos += 1
-    items = []
-    append = items.append
-    one = _ONE_POSITION
-    for b, p in poses.items():
-        if p.__class__ is int:
-            v = one.get(p)
-            if v is None:
-                v = one[p] = encode([p])
-            append((b, 1, field_boost, v))
-        else:
-            n = len(p)
-            append((b, n, n * field_boost, encode(p)))
-    return items
+    return poses, pos
 
 
 def _fast_kind(field: Any) -> tuple[bool, float, Any] | None:
@@ -138,7 +125,7 @@ class BulkWriter(SegmentWriter):
     def __init__(self, ix: Any, limitmb: int = 256, **kwargs: Any) -> None:
         super().__init__(ix, limitmb=limitmb, **kwargs)
         self._limit_postings = max(10_000, limitmb * 1024 * 1024 // POSTING_BYTES)
-        # field -> term bytes -> [docnums, weights, values, lengths]
+        # field -> term bytes -> [docnums, weights, values] (lists, in docnum order)
         self._bulk: dict[str, dict[bytes, list[Any]]] = {}
         self._held = 0
         self._lengths: dict[str, dict[int, int]] = {}  # field -> docnum -> quantised length
@@ -172,46 +159,68 @@ class BulkWriter(SegmentWriter):
             if value is None:
                 continue
             field = schema[fieldname]
+            kind: Any = None
             items: Any = ()
             length = 0
+            fieldboost = 1.0
             if field.indexed:
                 fieldboost = self._field_boost(fields, fieldname, docboost)
                 kind = self._kind(fieldname, field) if isinstance(value, str) else None
                 if kind is not None:
-                    items = _positions_items(value, kind[0], kind[1], kind[2])
+                    items, length = _positions(value, kind[0])
                 else:
                     items = list(field.index(value))
-                if fieldboost != 1.0:
-                    items = [(t, f, w * fieldboost, v) for t, f, w, v in items]
-                if field.scorable:
                     length = sum(item[1] for item in items)
+                if not field.scorable:
+                    length = 0
             if field.separate_spelling() or field.vector:
                 raise NotImplementedError("BulkWriter: spelling or vector fields")
-            analysed.append((fieldname, field, value, items, length))
+            analysed.append((fieldname, field, value, kind, items, length, fieldboost))
 
         # 2. write: postings into memory, stored values / lengths / columns as Whoosh does
         perdoc = self.perdocwriter
         perdoc.start_doc(docnum)
         bulk = self._bulk
-        for fieldname, field, value, items, length in analysed:
+        one = _ONE_POSITION
+        for fieldname, field, value, kind, items, length, fieldboost in analysed:
             if items:
                 terms = bulk.get(fieldname)
                 if terms is None:
                     terms = bulk[fieldname] = {}
-                qlen = _qlength(length) if length else 0
-                if qlen:
-                    self._lengths.setdefault(fieldname, {})[docnum] = qlen
-                for tbytes, _freq, weight, vbytes in items:
-                    p = terms.get(tbytes)
-                    if p is None:
-                        terms[tbytes] = [array("I", (docnum,)), array("f", (weight,)),
-                                         [vbytes] if vbytes else [], [qlen]]
-                    else:
-                        p[0].append(docnum)
-                        p[1].append(weight)
-                        if vbytes:
-                            p[2].append(vbytes)
-                        p[3].append(qlen)
+                get = terms.get
+                if length:
+                    qlen = _qlength(length)
+                    if qlen:
+                        self._lengths.setdefault(fieldname, {})[docnum] = qlen
+                if kind is not None:
+                    _stem, fb, encode = kind
+                    w1 = 1.0 * fb * fieldboost
+                    for tbytes, p in items.items():
+                        if p.__class__ is int:
+                            v = one.get(p)
+                            if v is None:
+                                v = one[p] = encode([p])
+                            w = w1
+                        else:
+                            v = encode(p)
+                            w = float(len(p)) * fb * fieldboost
+                        lst = get(tbytes)
+                        if lst is None:
+                            terms[tbytes] = [[docnum], [w], [v]]
+                        else:
+                            lst[0].append(docnum)
+                            lst[1].append(w)
+                            lst[2].append(v)
+                else:
+                    for tbytes, _freq, w, v in items:
+                        w *= fieldboost
+                        lst = get(tbytes)
+                        if lst is None:
+                            terms[tbytes] = [[docnum], [w], [v]]
+                        else:
+                            lst[0].append(docnum)
+                            lst[1].append(w)
+                            lst[2].append(v)
                 self._held += len(items)
             customval = fields.get(f"_stored_{fieldname}", value)
             perdoc.add_field(fieldname, field, customval if field.stored else None, length)
@@ -228,11 +237,11 @@ class BulkWriter(SegmentWriter):
         """Pour the held postings into Whoosh's pool (it spills to disk)."""
         add = self.pool.add
         for fieldname, terms in self._bulk.items():
-            for tbytes, (ids, weights, values, _lengths) in terms.items():
-                vals = values if values else [emptybytes] * len(ids)
-                for docnum, weight, vbytes in zip(ids, weights, vals, strict=True):
+            for tbytes, (ids, weights, values) in terms.items():
+                for docnum, weight, vbytes in zip(ids, weights, values, strict=True):
                     add((fieldname, tbytes, docnum, weight, vbytes or None))
         self._bulk = {}
+        self._lengths = {}
         self._held = 0
         self._spilled = True
 
@@ -256,18 +265,19 @@ class BulkWriter(SegmentWriter):
             field = schema[fieldname]
             fw.start_field(fieldname, field)
             _write_field(fw, self._bulk[fieldname], field.format,
-                         fw._postwriter._blocklimit, fw._postwriter._compression)
+                         fw._postwriter._blocklimit, fw._postwriter._compression,
+                         self._lengths.get(fieldname, {}))
             fw.finish_field()
         fw.close()
         self._bulk = {}
         self._held = 0
 
 
-SMALL_BLOCK = 64  # pickled blocks shorter than this are stored uncompressed (zlib adds bytes)
+SMALL_BLOCK = 256  # pickled blocks shorter than this are stored uncompressed (zlib adds bytes)
 
 
 def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: int,
-                 compression: int) -> None:
+                 compression: int, doclengths: dict[int, int]) -> None:
     """Write one field's posting lists and term infos: the bytes W3FieldWriter /
     W3PostingsWriter write for the same postings (start_term, add_posting..., finish_term),
     except that blocks too small to gain from zlib are stored uncompressed (the block
@@ -280,8 +290,9 @@ def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: i
     variable = fixedsize is None or fixedsize < 0
     pack_info = W3TermInfo._struct.pack
     compress = zlib.compress
+    lengthof = doclengths.get
     for tbytes in sorted(terms):
-        ids, weights, values, lengths = terms[tbytes]
+        ids, weights, values = terms[tbytes]
         n = len(ids)
         offset = tell()
         write(WHOOSH3_HEADER_MAGIC)
@@ -292,15 +303,14 @@ def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: i
         for start in range(0, n, blocklimit):
             if n > blocklimit:
                 end = start + blocklimit
-                bids, bws = ids[start:end], weights[start:end]
-                bvals = values[start:end] if values else values
-                blens = lengths[start:end]
+                bids, bws, bvals = ids[start:end], array("f", weights[start:end]), \
+                    values[start:end]
                 last = end >= n
             else:
-                bids, bws, bvals, blens, last = ids, weights, values, lengths, True
+                bids, bws, bvals, last = ids, array("f", weights), values, True
             # TermInfo.add_block
             tweight += sum(bws)
-            ls = [x for x in blens if x]
+            ls = [x for x in map(lengthof, bids) if x] if doclengths else ()
             minlen = min(ls) if ls else None
             maxlen = max(ls) if ls else 0
             mw = max(bws)
@@ -327,6 +337,8 @@ def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: i
                 mini_w = bws[0]
             else:
                 mini_w = tuple(bws)
+            if not all(bvals):  # W3PostingsWriter keeps non-empty values only
+                bvals = [v for v in bvals if v]
             if variable:
                 mini_v: Any = tuple(bvals)
             elif fixedsize == 0:
