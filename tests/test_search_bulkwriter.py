@@ -15,6 +15,7 @@ from grex import index as gi
 from grex import pipeline, store
 from grex.config import load_config
 from grex.index_bulk import BulkWriter
+from grex.search import search
 from tests.corpora import corpus
 
 pytestmark = pytest.mark.corpus
@@ -130,3 +131,25 @@ def test_parallel_rebuild_equals_one_process_rebuild(kb: store.KB) -> None:
     for key, stats in dump_one["terms"].items():
         assert dump_two["terms"][key][1] == stats[1], key
         assert dump_two["terms"][key][5] == stats[5], key
+
+
+def test_parallel_rebuild_with_a_thread_alive_uses_spawned_workers(kb: store.KB) -> None:
+    # another thread alive: no fork; the worker is a fresh interpreter (spawn)
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    t.start()
+    conn = kb.connect()
+    try:
+        assert gi._mp_context().get_start_method() == "spawn"
+        with kb.writer_lock(wait=True):
+            two = gi.rebuild_index(kb, conn, procs=2)
+        total = conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+    finally:
+        stop.set()
+        t.join()
+        conn.close()
+    assert two.documents == total and two.segments == 2
+    hits = search(kb, "patch", messages=True, limit=5)
+    assert hits.total > 0
