@@ -118,10 +118,17 @@ def test_parallel_rebuild_equals_one_process_rebuild(kb: store.KB) -> None:
             dump_one = _dump(gi.current_index_dir(kb.path))
             two = gi.rebuild_index(kb, conn, procs=2)
             dump_two = _dump(gi.current_index_dir(kb.path))
+            # a small memory limit: a new segment whenever the held postings fill it
+            small = gi.rebuild_index(kb, conn, procs=1, limitmb=1)
+            dump_small = _dump(gi.current_index_dir(kb.path))
     finally:
         conn.close()
-    assert one.documents == two.documents > 100
+    assert one.documents == two.documents == small.documents > 100
     assert (one.segments, two.segments) == (1, 2)
+    assert small.segments > 1
+    assert dump_small["docs"] == dump_one["docs"]
+    assert {k: v[5] for k, v in dump_small["terms"].items()} == \
+        {k: v[5] for k, v in dump_one["terms"].items()}
     assert not list(gi.current_index_dir(kb.path).glob("part-*"))
     assert dump_two["docs"] == dump_one["docs"]
     assert dump_two["lengths"] == dump_one["lengths"]
