@@ -62,6 +62,7 @@ MAX_TOKEN = 64  # longer "words" are base64 / uuencode noise
 SEGMENT_LIMIT = 8  # optimize (merge everything) when a commit would leave more segments
 WRITER_TIMEOUT = 120.0  # seconds to wait for Whoosh's write lock
 READ_RETRIES = 6
+PARALLEL_FROM = 2000  # messages: a rebuild of this many uses two processes (on 2+ cores)
 
 TOKEN_PATTERN = r"\w+"
 
@@ -71,6 +72,7 @@ TOKEN_PATTERN = r"\w+"
 
 _STEM_CACHE: dict[str, str] = {}  # raw word -> indexed term (unbounded, per process)
 _FOLD_CACHE: dict[str, str] = {}
+_PORTER_CACHE: dict[str, str] = {}  # folded word -> stem ("The", "THE", "the": one stem() call)
 _WORD = re.compile(TOKEN_PATTERN)
 
 
@@ -109,7 +111,7 @@ class WordTokenizer(Tokenizer):
             yield t
             return
         cache = _STEM_CACHE if self.stem else _FOLD_CACHE
-        stem = porter2.stem if self.stem else None
+        stem = _stem_folded if self.stem else None
         pos = start_pos
         for m in _WORD.finditer(value):
             word = m.group()
@@ -143,12 +145,22 @@ def fold(text: str) -> str:
     return text.lower().translate(accent_map)
 
 
+def _stem_folded(folded: str) -> str:
+    """porter2.stem of a lowercased, accent-folded word, cached."""
+    term = _PORTER_CACHE.get(folded)
+    if term is None:
+        term = porter2.stem(folded)
+        if len(_PORTER_CACHE) < 2_000_000:
+            _PORTER_CACHE[folded] = term
+    return term
+
+
 def stem_term(word: str) -> str:
     """The term one word becomes in a stemmed field ("" when it is dropped)."""
     term = _STEM_CACHE.get(word)
     if term is None:
         term = fold(word)
-        term = "" if len(term) > MAX_TOKEN else porter2.stem(term)
+        term = "" if len(term) > MAX_TOKEN else _stem_folded(term)
         if len(_STEM_CACHE) < 2_000_000:
             _STEM_CACHE[word] = term
     return term
@@ -562,11 +574,13 @@ def _store() -> Any:
     return store
 
 
-def _writer(ix: Any, **kwargs: Any) -> Any:
+def _writer(ix: Any, cls: Any = None, **kwargs: Any) -> Any:
     """A Whoosh writer that waits for the write lock instead of failing at once."""
     from whoosh.index import LockError  # noqa: PLC0415
 
     try:
+        if cls is not None:
+            return cls(ix, timeout=WRITER_TIMEOUT, delay=0.05, **kwargs)
         return ix.writer(timeout=WRITER_TIMEOUT, delay=0.05, **kwargs)
     except LockError as exc:
         raise IndexError_("the search index is being written by another process",
@@ -699,7 +713,7 @@ def rebuild_index(kb: Any, conn: Any, *, progress: Callable[..., None] | None = 
     seq = store.last_seq(conn)
     total = int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
     if procs is None:
-        procs = 2 if total >= 5000 and (os.cpu_count() or 1) >= 2 else 1
+        procs = 2 if total >= PARALLEL_FROM and (os.cpu_count() or 1) >= 2 else 1
     gen = _new_generation(kb_path)
     try:
         documents, skipped, used = _build(wix, kb, gen, conn, total, procs, limitmb, progress)
@@ -732,18 +746,114 @@ def rebuild_index(kb: Any, conn: Any, *, progress: Callable[..., None] | None = 
 
 def _build(wix: Any, kb: Any, gen: Path, conn: Any, total: int, procs: int, limitmb: int,
            progress: Callable[..., None] | None) -> tuple[int, list[str], bool]:
+    """Write every catalog message into the new generation ``gen``.
+
+    With ``procs`` > 1 the messages (in id order) are cut into ``procs`` runs of equal size:
+    this process indexes the first into ``gen`` while worker processes each index one into
+    a directory of their own, from the catalog (nothing but ids crosses processes); then
+    their segments are moved into ``gen`` and listed in one table of contents. Document
+    numbers keep the message-id order of a one-process build. A failed worker fails the
+    build (no share is dropped silently, unlike Whoosh's multiprocess writer).
+    """
+    ids = [r[0] for r in conn.execute("SELECT message_id FROM messages ORDER BY message_id")]
+    procs = max(1, min(procs, len(ids)))
+    if procs == 1:
+        return _build_part(wix, kb, conn, gen, ids, limitmb, progress, total)
+    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+
+    size = -(-len(ids) // procs)
+    runs = [ids[i:i + size] for i in range(0, len(ids), size)]
+    parts = [gen / f"part-{n}" for n in range(1, len(runs))]
+    with ProcessPoolExecutor(max_workers=len(parts), mp_context=_mp_context()) as pool:
+        futures = [pool.submit(_build_worker, str(kb.path), str(part), run, limitmb)
+                   for part, run in zip(parts, runs[1:], strict=True)]
+        # progress: the workers go at this process's pace, so each document here counts
+        # for one per run; the rest is reported when they are done
+        documents, skipped, used = _build_part(wix, kb, conn, gen, runs[0], limitmb,
+                                               progress, total, weight=len(runs))
+        for fut in futures:
+            d, s, u = fut.result()  # re-raises a worker's error
+            documents, used = documents + d, used or u
+            skipped.extend(s)
+    _join_parts(wix, gen, parts)
+    if progress is not None and total and len(runs[0]) * len(runs) < total:
+        progress(total - len(runs[0]) * len(runs), total)
+    return documents, skipped, used
+
+
+def _mp_context() -> Any:
+    """fork where it is safe (POSIX, no other thread alive): no re-import of ``__main__``
+    (a script calling rebuild_index without a ``__main__`` guard would run again in a
+    spawned worker) and no start-up imports; spawn otherwise."""
+    import multiprocessing  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def _build_worker(kb_path: str, part: str, ids: list[str],
+                  limitmb: int) -> tuple[int, list[str], bool]:
+    """One worker's share of a parallel build (runs in a fresh process)."""
+    from whoosh import index as wix  # noqa: PLC0415
+
     store = _store()
+    kb = store.KB.open(Path(kb_path))
+    conn = kb.connect(readonly=True)
+    try:
+        Path(part).mkdir()
+        return _build_part(wix, kb, conn, Path(part), ids, limitmb, None, None)
+    finally:
+        conn.close()
+
+
+def _join_parts(wix: Any, gen: Path, parts: list[Path]) -> None:
+    """Move the parts' segment files into ``gen`` and list all segments in one new TOC."""
+    from whoosh.index import TOC  # noqa: PLC0415
+
+    ix = wix.open_dir(str(gen))
+    toc = ix._read_toc()
+    segments = list(toc.segments)
+    for part in parts:
+        pix = wix.open_dir(str(part))
+        segments.extend(pix._segments())
+        pix.close()
+        for f in part.iterdir():
+            if f.is_file() and not f.name.endswith(".toc") and "LOCK" not in f.name:
+                os.replace(f, gen / f.name)
+        shutil.rmtree(part)
+    TOC(toc.schema, segments, toc.generation + 1).write(ix.storage, ix.indexname)
+    ix.close()
+
+
+def _iter_catalog(conn: Any, ids: list[str], chunk: int = 500) -> Iterable[Message]:
+    store = _store()
+    for i in range(0, len(ids), chunk):
+        part = ids[i:i + chunk]
+        found = store.get_messages(conn, part)
+        for mid in part:
+            msg = found.get(mid)
+            if msg is not None:
+                yield msg
+
+
+def _build_part(wix: Any, kb: Any, conn: Any, gen: Path, ids: list[str], limitmb: int,
+                progress: Callable[..., None] | None, total: int | None,
+                weight: int = 1) -> tuple[int, list[str], bool]:
+    """Index the messages ``ids`` into a new index at ``gen`` (a new segment whenever the
+    held postings reach ``limitmb``)."""
+    from grex.index_bulk import BulkWriter  # noqa: PLC0415
+
     ix = wix.create_in(str(gen), make_schema())
-    kwargs: dict[str, Any] = {"limitmb": limitmb}
-    if procs > 1:
-        kwargs.update(procs=procs, multisegment=True)
-    writer = _writer(ix, **kwargs)
-    build = _DocBuilder(kb, conn, None)
+    build = _DocBuilder(kb, conn, ids)
     tick = _progress_every(progress, total)
     documents = 0
     skipped: list[str] = []
+    writer = _writer(ix, cls=BulkWriter, limitmb=limitmb)
     try:
-        for msg in store.iter_messages(conn):
+        for msg in _iter_catalog(conn, ids):
             try:
                 doc = build(msg)
                 validate_document(doc)
@@ -752,13 +862,18 @@ def _build(wix: Any, kb: Any, gen: Path, conn: Any, total: int, procs: int, limi
                 continue
             writer.add_document(**doc)
             documents += 1
-            tick()
+            tick(weight)
+            if writer.full:
+                writer.commit(merge=False)
+                writer = _writer(ix, cls=BulkWriter, limitmb=limitmb)
         tick.flush()
-        writer.commit()
+        writer.commit(merge=False)
     except BaseException:
         with contextlib.suppress(Exception):
             writer.cancel()
         raise
+    finally:
+        ix.close()
     return documents, skipped, build.used_knowledge
 
 
@@ -809,9 +924,11 @@ def run_index(kb: Any, conn: Any, config: Any = None, *, rebuild: bool = False,
     messages = store.get_messages(conn, ids) if ids else {}
     deletes.update(mid for mid in ids if mid not in messages)  # gone since it was logged
     build = _DocBuilder(kb, conn, [mid for mid in ids if mid in messages])
+    from grex.index_bulk import BulkWriter  # noqa: PLC0415
+
     ix = wix.open_dir(str(current))
     segments_before = len(ix._segments())
-    writer = _writer(ix, limitmb=128)
+    writer = _writer(ix, cls=BulkWriter, limitmb=128)
     tick = _progress_every(progress, len(messages))
     indexed = 0
     skipped: list[str] = []
