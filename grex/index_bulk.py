@@ -112,7 +112,7 @@ def _fast_kind(field: Any) -> tuple[bool, float, Any] | None:
     """(stem, field boost, encoder) when ``field`` can take the one-pass path."""
     ana = getattr(field, "analyzer", None)
     fmt = getattr(field, "format", None)
-    if type(ana) is not WordTokenizer or type(fmt) is not formats.Positions:
+    if fmt is None or type(ana) is not WordTokenizer or type(fmt) is not formats.Positions:
         return None
     if field.vector or field.separate_spelling():
         return None
