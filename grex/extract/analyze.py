@@ -15,6 +15,7 @@ process: the workers are the parallelism).
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import signal
@@ -272,7 +273,15 @@ def _analyze_parallel(nlp: Language, items: Sequence[tuple[str, Seeds]], procs: 
     with ProcessPoolExecutor(max_workers=min(procs, len(tasks)), mp_context=ctx,
                              initializer=_worker_init, initargs=(nlp, os.getpid())) as pool:
         try:
-            for res in pool.map(_worker_run, tasks, repeat(batch_size), repeat(max_chars)):
+            # the workers are forked at the first submit: with the model's objects frozen,
+            # the workers' garbage collector neither scans them nor dirties (copies) their
+            # shared pages
+            gc.freeze()
+            try:
+                results = pool.map(_worker_run, tasks, repeat(batch_size), repeat(max_chars))
+            finally:
+                gc.unfreeze()
+            for res in results:
                 out.extend(res)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
