@@ -161,3 +161,23 @@ def test_workers_die_with_their_parent(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_beam_of_one_finds_what_the_greedy_ner_finds(nlp_model) -> None:
+    """The NER runs through beam search with a beam of one (fastner.py): the same entities
+    as spaCy's own greedy path, on the fixture mail and on odd text."""
+    from grex.extract.fastner import BeamOneNER
+
+    wrapper = nlp_model.get_pipe("ner")
+    assert isinstance(wrapper, BeamOneNER)
+    rules = nlp_model.get_pipe("grex_rules")
+    texts = [t for t, _ in _items(14)] + [
+        "", "   \n\n", "IBM", "Kerry", "ACME CORP. SIGNED WITH SIEMENS AG IN MUNICH ON 3 MAY.",
+        "the new york office of goldman sachs said so", "x" * 300,
+    ]
+    for text in texts:
+        ours = wrapper(rules(nlp_model.make_doc(text)))
+        greedy = wrapper.ner(rules(nlp_model.make_doc(text)))  # spaCy's EntityRecognizer
+        assert [(e.start, e.end, e.label_) for e in ours.ents] == \
+            [(e.start, e.end, e.label_) for e in greedy.ents], text
+    assert sum(len(wrapper(rules(nlp_model.make_doc(t))).ents) for t in texts) > 10

@@ -104,6 +104,10 @@ def build_pipeline(nlp: Language, *, gazetteer: bool = True) -> Language:
         if name not in needed and (name in _UNNEEDED or name in ("tok2vec", "transformer")):
             nlp.disable_pipe(name)
     _numpy_matmul(nlp, needed)
+    if needed == {"ner"}:  # NER with its own tok2vec (not listening to a shared one)
+        from grex.extract.fastner import use_beam_one
+
+        use_beam_one(nlp)
     nlp.add_pipe("grex_rules", before="ner", config={"gazetteer": gazetteer})
     nlp.add_pipe("grex_post", after="ner")
     # The rules set labels the model doesn't know (EMAIL, TICKET, ...); NER then makes
