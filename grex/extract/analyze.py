@@ -233,6 +233,15 @@ def _warm_tokenizer(nlp: Language, items: Sequence[tuple[str, Seeds]], max_chars
         nlp.tokenizer(" ".join(new))
 
 
+def _release_memory() -> None:
+    """Give the heap that a pass freed back to the system (glibc keeps it otherwise: ~250 MB
+    more RSS after 1,000 20news posts in one process, though flat as the corpus grows)."""
+    with contextlib.suppress(Exception):  # glibc only
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 # ------------------------------------------------------------------ worker processes
 _worker_nlp: Any = None
 
@@ -306,6 +315,7 @@ def analyze_texts(nlp: Language, items: Sequence[tuple[str, Seeds]], *,
                     out = _analyze_parallel(nlp, part, procs, batch_size, max_chars, ctx)
                 else:
                     out = _analyze_part(nlp, part, batch_size, max_chars)
+                    _release_memory()
         except (ValueError, RuntimeError) as exc:  # a worker failed (or died: BrokenPool)
             raise NLPError(f"spaCy failed on a batch of {len(part)} texts: {exc}") from exc
         yield from out
