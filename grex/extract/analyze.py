@@ -180,14 +180,16 @@ def _set_hugepages(on: bool) -> bool | None:
     arrays are made and freed thousands of times, and zeroing a fresh 2 MB page at each
     first touch took ~17 % of the pass (perf: clear_page_erms under
     do_huge_pmd_anonymous_page). Returns the previous setting (None: not available)."""
-    try:
-        from numpy._core.multiarray import _set_madvise_hugepage
-    except ImportError:  # pragma: no cover - numpy < 2 keeps it in numpy.core
+    import importlib
+
+    for name in ("numpy._core.multiarray", "numpy.core.multiarray"):  # numpy 2 / numpy 1
         try:
-            from numpy.core.multiarray import _set_madvise_hugepage
+            setter = getattr(importlib.import_module(name), "_set_madvise_hugepage", None)
         except ImportError:
-            return None
-    return bool(_set_madvise_hugepage(on))
+            continue
+        if setter is not None:
+            return bool(setter(on))
+    return None
 
 
 @contextlib.contextmanager
