@@ -8,6 +8,7 @@ module is not installed in this build is skipped and said to be skipped.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -78,8 +79,12 @@ def run_later_stages(kb: store.KB, conn: sqlite3.Connection, config: Config, *,
         func = getattr(module, func_name)
         stage_progress = (lambda n, total=None, _name=name: progress(_name, n, total)) \
             if progress else None
-        results.append(StageResult(name, func(kb, conn, config, progress=stage_progress,
-                                              **options.get(name, {}))))
-    if wanted is None and not any(r.skipped == "stopped before this stage" for r in results):
+        kwargs = dict(options.get(name, {}))
+        if should_stop is not None and "should_stop" in inspect.signature(func).parameters:
+            kwargs["should_stop"] = should_stop  # a long stage stops between its chunks
+        report = func(kb, conn, config, progress=stage_progress, **kwargs)
+        results.append(StageResult(name, report))
+    if wanted is None and not any(r.skipped == "stopped before this stage"
+                                  or getattr(r.report, "stopped", False) for r in results):
         store.prune_changes(conn)  # every stage is caught up to its cursor: the rest is history
     return PipelineReport(tuple(results))

@@ -264,3 +264,29 @@ def test_topics_are_refitted_once_the_kb_has_grown(fixture_kb, nlp_model) -> Non
     report = _run(kb, conn, nlp_model)
     assert report.messages_computed == 21 and report.topics_refit
     assert _run(kb, conn, nlp_model).topics_refit is False
+
+
+def test_stop_between_chunks_keeps_work_and_the_next_run_finishes(
+        fixture_kb, nlp_model, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A SIGTERM during a sync asks extraction to stop: it stops between chunks, keeps
+    what it analysed, leaves its cursor, and the next run does only the rest."""
+    from grex.extract import stage
+
+    kb, conn = fixture_kb
+    monkeypatch.setattr(stage, "CHUNK", 3)
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) >= 2  # after two chunks
+
+    cursor = store.get_cursor(conn, "extract")
+    first = run_extract(kb, conn, load_config(kb.path, {}), nlp=nlp_model,
+                        should_stop=should_stop)
+    assert first.stopped and first.messages_computed == 6
+    assert "stopped after 6" in first.summary()
+    assert store.get_cursor(conn, "extract") == cursor  # nothing skipped next time
+    rest = _run(kb, conn, nlp_model)
+    assert not rest.stopped and (rest.messages_computed, rest.messages_unchanged) == (4, 6)
+    assert rest.topics >= 2
+    assert _run(kb, conn, nlp_model).messages_computed == 0

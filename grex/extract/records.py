@@ -121,8 +121,12 @@ class ExtractReport:
     people: int = 0
     model: str = ""
     errors: tuple[str, ...] = field(default_factory=tuple)
+    stopped: bool = False  # asked to stop: the rest is done by the next run
 
     def summary(self) -> str:
+        if self.stopped:
+            return (f"extract: stopped after {self.messages_computed} messages analysed "
+                    "(the next run goes on from there)")
         return (f"extract: {self.messages_computed} messages analysed, "
                 f"{self.messages_unchanged} unchanged, {self.messages_deleted} removed, "
                 f"{self.threads_updated} threads updated, {self.topics} topics"

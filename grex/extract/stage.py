@@ -117,8 +117,13 @@ def seeds_for(participants: Iterable[Address]) -> Seeds:
 # ------------------------------------------------------------------------ the stage
 def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: bool = False,
                 progress: Progress | None = None, nlp: Any = None,
-                refit: bool = False) -> ExtractReport:
-    """Bring extraction results up to date with the catalog (everything with ``all``)."""
+                refit: bool = False,
+                should_stop: Callable[[], bool] | None = None) -> ExtractReport:
+    """Bring extraction results up to date with the catalog (everything with ``all``).
+
+    ``should_stop`` is asked between chunks (a SIGTERM during a sync): what was analysed
+    is kept, the cursor stays, and the next run picks up the rest (messages already
+    analysed are skipped by content hash)."""
     from grex.extract.analyze import analyze_texts
     from grex.extract.model import load_model
 
@@ -192,6 +197,10 @@ def run_extract(kb: store.KB, conn: sqlite3.Connection, config: Any, *, all: boo
     done = 0
     errors: list[str] = []
     for lo in range(0, len(todo), CHUNK):
+        if should_stop is not None and lo and should_stop():
+            return ExtractReport(messages_seen=len(candidates), messages_computed=done,
+                                 messages_unchanged=unchanged, truncated=truncated,
+                                 model=info.describe(), errors=tuple(errors), stopped=True)
         part = todo[lo:lo + CHUNK]
         items = [(m.body.new, seeds_of(m)) for m in part]
         try:
