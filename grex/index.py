@@ -416,6 +416,9 @@ def knowledge_source(conn: Any) -> Callable[[str], Knowledge | None] | None:
     fn = getattr(extract, "thread_knowledge", None)
     if fn is None:
         return None
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'extract_thread_entities'"
+                    ).fetchone() is None:
+        return None  # extraction never ran here: no question to ask per thread
 
     def get(thread_id: str) -> Knowledge | None:
         try:
@@ -620,21 +623,12 @@ def _thread_ids(conn: Any, ids: list[str] | None) -> dict[str, tuple[str, str]]:
     return out
 
 
-_SIGNED = re.compile(rb"(?im)^content-type:[ \t]*(multipart/signed|application/(pgp|pkcs7|"
-                     rb"x-pkcs7)-signature)")
-_ENCRYPTED = re.compile(rb"(?im)^content-type:[ \t]*(multipart/encrypted|application/"
-                        rb"(x-)?pkcs7-mime)")
-
-
 def mime_flags(raw: bytes) -> tuple[str, ...]:
-    """"signed" / "encrypted" from the MIME part headers of the raw message (the parsed
-    Message keeps attachments with a file name only, not signature parts)."""
-    flags = []
-    if _SIGNED.search(raw):
-        flags.append("signed")
-    if _ENCRYPTED.search(raw):
-        flags.append("encrypted")
-    return tuple(flags)
+    """"signed" / "encrypted" of a raw message (for catalog rows stored before the parser
+    kept them)."""
+    from grex.parse import mime_security  # noqa: PLC0415
+
+    return mime_security(raw)
 
 
 class _DocBuilder:
@@ -668,8 +662,9 @@ class _DocBuilder:
             k = self._cache[tid]
             self.used_knowledge = self.used_knowledge or k is not None
         folders, labels = self.where.get(msg.message_id, ([], []))
+        flags = msg.security if msg.security is not None else self._flags(raw_path)
         return message_document(msg, thread_id=tid, folders=folders, labels=labels,
-                                knowledge=k, flags=self._flags(raw_path))
+                                knowledge=k, flags=flags)
 
 
 class _Ticker:

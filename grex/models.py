@@ -95,6 +95,9 @@ class Message:
     date_source: str = "header"  # header | received | missing
     list_id: str = ""
     defects: tuple[str, ...] = ()
+    # "signed" / "encrypted" from the MIME part headers; None: not known (a catalog row
+    # stored before grex kept it: readers sniff the raw message, `grex rebuild` fills it)
+    security: tuple[str, ...] | None = ()
 
     @property
     def participants(self) -> tuple[Address, ...]:

@@ -399,6 +399,23 @@ def _safe(fn: Any, default: Any, defects: list[str], what: str) -> Any:
         return default
 
 
+_SIGNED = re.compile(rb"(?im)^content-type:[ \t]*(multipart/signed|application/(pgp|pkcs7|"
+                     rb"x-pkcs7)-signature)")
+_ENCRYPTED = re.compile(rb"(?im)^content-type:[ \t]*(multipart/encrypted|application/"
+                        rb"(x-)?pkcs7-mime)")
+
+
+def mime_security(raw: bytes) -> tuple[str, ...]:
+    """"signed" / "encrypted" from the MIME part headers of a raw message (signature parts
+    have no file name, so they are not among the attachments)."""
+    flags = []
+    if _SIGNED.search(raw):
+        flags.append("signed")
+    if _ENCRYPTED.search(raw):
+        flags.append("encrypted")
+    return tuple(flags)
+
+
 def parse_message(data: bytes, *, fallback_date: datetime | None = None) -> Message:
     """Parse one message's raw bytes. Raises ParseError only for input that isn't mail,
     or when every parser fails (the caller quarantines it with the reason)."""
@@ -556,4 +573,5 @@ def _parse_message(data: bytes, fallback_date: datetime | None) -> Message:
         date_source=date_source,
         list_id=normalize_message_id(header("List-Id")) or header("List-Id")[:200],
         defects=tuple(dict.fromkeys(defects)),
+        security=mime_security(data),
     )

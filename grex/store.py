@@ -153,6 +153,10 @@ CORE_MIGRATIONS: list[str] = [
     """
     CREATE INDEX changes_key ON changes(kind, key, seq);
     """,
+    # v3: signed / encrypted from the MIME structure (NULL: stored before; readers sniff)
+    """
+    ALTER TABLE messages ADD COLUMN security_json TEXT;
+    """,
 ]
 
 
@@ -459,7 +463,7 @@ def message_row(m: Message, raw_path: str, thread_id: str | None, now: float) ->
         json.dumps([[a.filename, a.content_type, a.size, a.sha256] for a in m.attachments],
                    ensure_ascii=False),
         m.size, int(m.synthetic_id), m.list_id, json.dumps(list(m.defects), ensure_ascii=False),
-        now, now,
+        now, now, None if m.security is None else json.dumps(list(m.security)),
     )
 
 
@@ -467,7 +471,7 @@ _MESSAGE_COLUMNS = (
     "message_id, thread_id, raw_path, content_hash, subject, sender_name, sender_addr, "
     "to_json, cc_json, date, date_source, in_reply_to_json, references_json, body_new, "
     "body_quoted, body_signature, body_from_html, body_truncated, attachments_json, size, "
-    "synthetic_id, list_id, defects_json, added_at, updated_at"
+    "synthetic_id, list_id, defects_json, added_at, updated_at, security_json"
 )
 
 
@@ -487,6 +491,7 @@ def row_to_message(row: sqlite3.Row) -> Message:
         content_hash=row["content_hash"], size=row["size"],
         synthetic_id=bool(row["synthetic_id"]), date_source=row["date_source"],
         list_id=row["list_id"], defects=tuple(json.loads(row["defects_json"])),
+        security=None if row["security_json"] is None else tuple(json.loads(row["security_json"])),
     )
 
 
@@ -604,7 +609,7 @@ def add_messages(kb: KB, conn: sqlite3.Connection,
         for raw, m, rel in new_pairs:
             if rel:
                 conn.execute(f"INSERT OR IGNORE INTO messages({_MESSAGE_COLUMNS}) VALUES "
-                             f"({', '.join('?' * 25)})", message_row(m, rel, None, now))
+                             f"({', '.join('?' * 26)})", message_row(m, rel, None, now))
                 _write_refs(conn, m)
                 added.append(m.message_id)
                 log_change(conn, "message", m.message_id, "upsert")

@@ -106,3 +106,36 @@ def test_schema_pickles_without_the_stem_cache() -> None:
     list(text_analyzer()("running quickly"))
     data = pickle.dumps(make_schema())
     assert len(data) < 20_000 and b"quickly" not in data
+
+
+def test_security_is_parsed_and_kept_and_old_rows_fall_back_to_the_raw(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The parser keeps signed/encrypted; a catalog row stored before it did (NULL) is
+    still flagged, from its raw file."""
+    from grex import importer, store
+    from grex.index import _DocBuilder
+    from grex.parse import parse_message
+
+    signed = (b"From: A <a@x.example>\nTo: b@x.example\nSubject: s\nMessage-ID: <s1@x>\n"
+              b"Date: Mon, 4 Mar 2024 10:00:00 +0000\nMIME-Version: 1.0\n"
+              b"Content-Type: multipart/signed; protocol=\"application/pgp-signature\"; "
+              b"boundary=b\n\n--b\nContent-Type: text/plain\n\nhello\n--b\n"
+              b"Content-Type: application/pgp-signature\n\nSIG\n--b--\n")
+    plain = b"From: A <a@x.example>\nSubject: p\nMessage-ID: <p1@x>\n\nhello\n"
+    assert parse_message(signed).security == ("signed",)
+    assert parse_message(plain).security == ()
+    (tmp_path / "mail").mkdir()
+    (tmp_path / "mail" / "s.eml").write_bytes(signed)
+    (tmp_path / "mail" / "p.eml").write_bytes(plain)
+    kb = store.KB.init(tmp_path / "kb")
+    conn = kb.connect()
+    importer.import_messages(kb, conn, importer.scan([tmp_path / "mail"]))
+    assert store.get_message(conn, "s1@x").security == ("signed",)
+    build = _DocBuilder(kb, conn, None)
+    assert build(store.get_message(conn, "s1@x"))["flag"] == "signed"
+    assert "flag" not in build(store.get_message(conn, "p1@x"))
+    with store.transaction(conn):
+        conn.execute("UPDATE messages SET security_json = NULL")
+    old = store.get_message(conn, "s1@x")
+    assert old.security is None
+    assert _DocBuilder(kb, conn, None)(old)["flag"] == "signed"
+    conn.close()
