@@ -414,11 +414,9 @@ def knowledge_source(conn: Any) -> Callable[[str], Knowledge | None] | None:
     except ImportError:
         return None
     fn = getattr(extract, "thread_knowledge", None)
-    if fn is None:
-        return None
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'extract_thread_entities'"
-                    ).fetchone() is None:
-        return None  # extraction never ran here: no question to ask per thread
+    ran = getattr(extract, "has_results", None)
+    if fn is None or (ran is not None and not ran(conn)):
+        return None  # no extraction, or it never ran here: no question to ask per thread
 
     def get(thread_id: str) -> Knowledge | None:
         try:

@@ -24,6 +24,7 @@ from grex.extract.records import (
 from grex.extract.stage import (
     analysis_json,
     get_thread_knowledge,
+    has_results,
     list_entities,
     list_people,
     list_topics,
@@ -47,6 +48,7 @@ def model_info(config: Any = None) -> ModelInfo:
 __all__ = [
     "Entity", "EntitySummary", "ExtractReport", "Keyphrase", "ModelInfo", "PersonExpertise",
     "Phrase", "Seeds", "TextAnalysis", "ThreadKnowledge", "TopicInfo", "analysis_json",
-    "get_thread_knowledge", "list_entities", "list_people", "list_topics", "model_info",
+    "get_thread_knowledge", "has_results", "list_entities", "list_people", "list_topics",
+    "model_info",
     "refit_topics", "run_extract", "thread_knowledge", "who",
 ]

@@ -554,13 +554,14 @@ def _topic_labels(conn: sqlite3.Connection) -> dict[int, str]:
     return {r[0]: r[1] for r in conn.execute("SELECT topic_id, label FROM extract_topics")}
 
 
-def _has_schema(conn: sqlite3.Connection) -> bool:
+def has_results(conn: sqlite3.Connection) -> bool:
+    """Whether extraction ever ran on this catalog (its tables exist)."""
     return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'extract_messages'"
                         ).fetchone() is not None
 
 
 def get_thread_knowledge(conn: sqlite3.Connection, thread_id: str) -> ThreadKnowledge:
-    if not _has_schema(conn):
+    if not has_results(conn):
         return ThreadKnowledge(thread_id, (), (), ())
     ents = tuple(
         EntitySummary(key=r[0], label=r[1], text=r[2], count=r[3],
@@ -589,7 +590,7 @@ def thread_knowledge(conn: sqlite3.Connection, thread_id: str) -> dict[str, Any]
 def list_entities(conn: sqlite3.Connection, label: str | None = None, limit: int = 100,
                   ) -> list[EntitySummary]:
     """Entities over the KB with mention counts (people merged by address)."""
-    if not _has_schema(conn):
+    if not has_results(conn):
         return []
     sql = ("SELECT key, label, text, SUM(count), MAX(addr), COUNT(*) FROM "
            "extract_thread_entities {} GROUP BY key ORDER BY SUM(count) DESC, text LIMIT ?")
@@ -605,7 +606,7 @@ def list_entities(conn: sqlite3.Connection, label: str | None = None, limit: int
 
 def list_topics(conn: sqlite3.Connection, threads_per_topic: int = 50,
                 ) -> list[dict[str, Any]]:
-    if not _has_schema(conn):
+    if not has_results(conn):
         return []
     out = []
     for tid, label, terms in conn.execute(
@@ -629,7 +630,7 @@ def who(kb: store.KB, conn: sqlite3.Connection, query: str, limit: int = 10,
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    if not _has_schema(conn) or not query.strip():
+    if not has_results(conn) or not query.strip():
         return []
     rows = conn.execute("SELECT sender_addr, body_new, subject FROM messages "
                         "WHERE sender_addr != ''").fetchall()
@@ -695,7 +696,7 @@ def analysis_json(text: str, a: TextAnalysis, limit: int = 10) -> dict[str, Any]
 def list_people(conn: sqlite3.Connection, limit: int = 1000) -> list[dict[str, Any]]:
     """Everyone in the KB with threads, messages written, words of new text, the topics they
     write about (weighted by their new text) and the people they work with most."""
-    if not _has_schema(conn):
+    if not has_results(conn):
         return []
     labels = _topic_labels(conn)
     out = []
