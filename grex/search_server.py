@@ -60,6 +60,16 @@ TICK = 1.0  # seconds between housekeeping checks
 LOG_LIMIT = 1 << 20
 
 
+def same_python(req: dict[str, Any]) -> bool:
+    """Whether a client runs the server's Python: the same interpreter file (the console
+    script names it python3.11, `python3 -m grex` python3: one file) in the same
+    environment (a venv's python is a link to its base interpreter, with its own prefix)."""
+    exe = req.get("python")
+    if not isinstance(exe, str) or req.get("prefix", sys.prefix) != sys.prefix:
+        return False
+    return exe == sys.executable or os.path.realpath(exe) == os.path.realpath(sys.executable)
+
+
 class _ClientStream(io.StringIO):
     """Where a Rich console writes the client's stdout / stderr: it answers isatty() and
     .encoding as the client's stream does, so Rich styles (or not) as in-process."""
@@ -184,7 +194,8 @@ class Server:
         self.sock = sock
 
     def still_ours(self) -> str:
-        """Why to stop ("" to go on): the KB or our socket went away."""
+        """Why to stop ("" to go on): the KB or our socket went away, or grex's code changed
+        (an upgrade: its clients may not even speak our protocol any more)."""
         try:
             if os.stat(self.sock_path).st_ino != self.inode:
                 return "another server replaced the socket"
@@ -192,6 +203,8 @@ class Server:
             return "the socket is gone"
         if not (self.kb / "catalog.sqlite").is_file():
             return "the KB is gone"
+        if self.code_changed():
+            return "grex's code changed"
         return ""
 
     def serve_forever(self) -> str:
@@ -243,7 +256,7 @@ class Server:
     def answer(self, req: Any) -> dict[str, Any]:
         if not isinstance(req, dict) or req.get("v") != PROTOCOL:
             return {"fallback": "protocol", "spawn": False}
-        if req.get("grex") != grex_dir() or req.get("python") != sys.executable:
+        if req.get("grex") != grex_dir() or not same_python(req):
             return {"fallback": "another grex or Python", "spawn": False}
         if os.path.abspath(str(req.get("kb", ""))) != os.path.abspath(self.kb):
             return {"fallback": "another KB", "spawn": False}

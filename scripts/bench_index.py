@@ -225,6 +225,13 @@ def _run_timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, 
     return wall, cpu, done.returncode, done.stderr
 
 
+def grex_command() -> list[str]:
+    """The `grex` console script installed beside this Python (what a user types), else
+    `python -m grex`."""
+    script = Path(sys.executable).parent / "grex"
+    return [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-m", "grex"]
+
+
 def _start_server(kb_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     sock = kb_path / "run" / "search.sock"
     proc = subprocess.Popen([sys.executable, "-m", "grex.search_server", str(kb_path)],
@@ -238,7 +245,8 @@ def _start_server(kb_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]
 
 
 def processes(kb_path: Path, nm_env: dict[str, str] | None, runs: int) -> dict:
-    """Whole `grex search` processes, as a user runs them (`python -m grex search --json`):
+    """Whole `grex search` processes, as a user runs them (the installed `grex` command, else
+    `python -m grex`; `search --json`):
     cold (GREX_SEARCH_SERVER=0: Python start, imports, index open, search) and warm (the
     KB's search server running: Python start and the client), beside `notmuch search` and
     an empty Python process (`python -c pass`: the floor any Python client pays), in the
@@ -247,13 +255,14 @@ def processes(kb_path: Path, nm_env: dict[str, str] | None, runs: int) -> dict:
     base.pop("GREX_KB", None)
     modes = {"cold": {**base, "GREX_SEARCH_SERVER": "0"},
              "warm": {**base, "GREX_SEARCH_SERVER": "1"}}
-    wall: dict[str, list[float]] = {k: [] for k in ("cold", "warm", "notmuch", "python")}
+    keys = ("cold", "warm", "notmuch", "python", "python_nosite")
+    wall: dict[str, list[float]] = {k: [] for k in keys}
     cpu: dict[str, list[float]] = {k: [] for k in wall}
     server = _start_server(kb_path, modes["warm"])
     try:
         for _ in range(runs):
             for _cat, q, nq, facets in QUERIES:
-                cmd = [sys.executable, "-m", "grex", "--kb", str(kb_path), "search", "--json",
+                cmd = [*grex_command(), "--kb", str(kb_path), "search", "--json",
                        "--limit", "20", q]
                 for f in facets:
                     cmd += ["--facet", f]
@@ -266,6 +275,9 @@ def processes(kb_path: Path, nm_env: dict[str, str] | None, runs: int) -> dict:
                 w, c, _rc, _err = _run_timed([sys.executable, "-c", "pass"], base)
                 wall["python"].append(w)
                 cpu["python"].append(c)
+                w, c, _rc, _err = _run_timed([sys.executable, "-S", "-c", "pass"], base)
+                wall["python_nosite"].append(w)  # the floor without site (.pth hooks)
+                cpu["python_nosite"].append(c)
                 if nm_env is not None:
                     w, c, rc, err = _run_timed(["notmuch", "search", "--limit=20", nq], nm_env)
                     if rc != 0:
@@ -277,8 +289,9 @@ def processes(kb_path: Path, nm_env: dict[str, str] | None, runs: int) -> dict:
         server.wait(60)
     out: dict[str, Any] = {k: {"wall": summary(wall[k]), "cpu": summary(cpu[k])}
                            for k in wall if wall[k]}
+    out["command"] = " ".join(grex_command())
     if wall["notmuch"]:
-        for mode in ("cold", "warm", "python"):
+        for mode in ("cold", "warm", "python", "python_nosite"):
             out[f"ratio_{mode}"] = {
                 "wall_p50": round(out[mode]["wall"]["p50"] / out["notmuch"]["wall"]["p50"], 2),
                 "wall_p95": round(out[mode]["wall"]["p95"] / out["notmuch"]["wall"]["p95"], 2),

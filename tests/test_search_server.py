@@ -4,6 +4,7 @@ survives a killed server, and the server goes away when idle."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -203,3 +204,59 @@ def test_second_server_for_the_same_kb_exits(kb: Path, server: object) -> None:
                             timeout=60, capture_output=True)
     assert second.returncode == 0
     assert served(kb, "budget")
+
+
+def test_garbage_on_the_socket_does_not_stop_the_server(kb: Path, server: object) -> None:
+    import socket
+
+    for junk in (b"\x00\x00\x00\x05hello", b"\xff\xff\xff\xff", b"{\"v\": 1}", b""):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(kb / SOCK))
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(30)
+            # no answer: the connection is just closed (reset when bytes were unread)
+            with contextlib.suppress(ConnectionResetError):
+                assert s.recv(1 << 16) == b"", junk
+    assert served(kb, "budget")
+
+
+def test_the_same_interpreter_by_another_name_is_served(kb: Path, server: object,
+                                                         tmp_path: Path) -> None:
+    """The console script names the interpreter python3.11, `python3 -m grex` python3: one
+    file, one environment, so the server answers both."""
+    alias = tmp_path / "python-alias"
+    alias.symlink_to(sys.executable)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GREX_SEARCH_SERVER": "1"}
+    env.pop("GREX_KB", None)
+    done = subprocess.run([str(alias), "-X", "importtime", "-m", "grex", "--kb", str(kb),
+                           "search", "--json", "budget"], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "whoosh" not in done.stderr and "grex.cli" not in done.stderr
+    assert done.stdout == grex("--kb", str(kb), "search", "--json", "budget", server="0").stdout
+
+
+def test_server_exits_when_grex_code_changes(kb: Path, tmp_path: Path) -> None:
+    """An upgrade while a server runs: the server notices between requests and exits, so
+    the next search starts one with the new code (its clients may speak a new protocol)."""
+    import shutil
+
+    copy = tmp_path / "src"
+    shutil.copytree(REPO / "grex", copy / "grex",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(copy), "GREX_SEARCH_SERVER_IDLE": "300"}
+    proc = subprocess.Popen([sys.executable, "-m", "grex.search_server", str(kb)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=tmp_path)  # -m puts the cwd first: not the repo's grex
+    try:
+        assert wait_for(lambda: server_pid(kb) == proc.pid, 60)
+        time.sleep(1.5)
+        assert proc.poll() is None  # nothing changed: it keeps serving
+        module = copy / "grex" / "search.py"
+        module.write_text(module.read_text() + "\n# upgraded\n")
+        assert proc.wait(30) == 0
+    finally:
+        stop(proc)
+    assert "exiting: grex's code changed" in (kb / "run" / "search.log").read_text()
+    assert not (kb / SOCK).exists()
