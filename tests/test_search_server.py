@@ -260,3 +260,69 @@ def test_server_exits_when_grex_code_changes(kb: Path, tmp_path: Path) -> None:
         stop(proc)
     assert "exiting: grex's code changed" in (kb / "run" / "search.log").read_text()
     assert not (kb / SOCK).exists()
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Path:
+    """grex's fast launcher, written over a copy of pip's console script for grex."""
+    from grex.launch import install_launcher
+
+    script = tmp_path / "bin" / "grex"
+    script.parent.mkdir()
+    script.write_text("#!/usr/bin/python3\nimport re\nimport sys\nfrom grex.launch import main\n"
+                      "if __name__ == '__main__':\n    sys.exit(main())\n")
+    assert install_launcher(str(script)) == str(script)
+    assert os.access(script, os.X_OK)
+    return script
+
+
+def run_launcher(launcher: Path, *args: str, server: str = "1", cwd: Path = REPO,
+                 ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GREX_SEARCH_SERVER": server, "PYTHONPROFILEIMPORTTIME": "1"}
+    env.pop("PYTHONPATH", None)  # the launcher itself says where grex is
+    env.pop("GREX_KB", None)
+    return subprocess.run([str(launcher), *args], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=cwd)
+
+
+def imported(stderr: str) -> set[str]:
+    return {line.split("|")[-1].strip() for line in stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+def test_fast_launcher_serves_a_search_without_site(kb: Path, server: object,
+                                                    launcher: Path) -> None:
+    want = grex("--kb", str(kb), "search", "--json", "budget", server="0")
+    done = run_launcher(launcher, "--kb", str(kb), "search", "--json", "budget")
+    assert (done.returncode, done.stdout) == (0, want.stdout)
+    mods = imported(done.stderr)
+    assert "grex.search_client" in mods
+    assert not mods & {"site", "whoosh", "grex.cli", "typing"}, mods & {"site", "whoosh"}
+
+
+def test_fast_launcher_hands_everything_else_to_a_normal_python(kb: Path, launcher: Path,
+                                                                tmp_path: Path) -> None:
+    # a ./grex directory in the working directory must not shadow the installed grex
+    (tmp_path / "grex").mkdir()
+    (tmp_path / "grex" / "__init__.py").write_text("raise SystemExit('shadowed')\n")
+    for args in (["--kb", str(kb), "search", "--json", "budget"],  # no server answers
+                 ["--kb", str(kb), "status", "--json"],
+                 ["--kb", str(kb), "search", "budget AND ("]):  # an error, exit 2
+        want = grex(*args, server="0")
+        done = run_launcher(launcher, *args, server="0", cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (want.returncode, want.stdout), args
+        assert "site" in imported(done.stderr)  # ran in a normal Python
+        assert want.stderr in done.stderr.replace("\r", "")
+
+
+def test_install_launcher_leaves_other_files_alone(tmp_path: Path) -> None:
+    from grex.launch import install_launcher
+
+    other = tmp_path / "grex"
+    other.write_text("#!/bin/sh\necho another grex\n")
+    with pytest.raises(OSError, match="not pip's script"):
+        install_launcher(str(other))
+    assert other.read_text() == "#!/bin/sh\necho another grex\n"
+    with pytest.raises(OSError, match="shebang"):
+        install_launcher(str(tmp_path / "new"), python="/opt/my python/bin/python3")
+    assert not (tmp_path / "new").exists()
