@@ -827,13 +827,13 @@ class GrexPost:
         finder = re.compile(r"(?<![\w.@/-])(?:" + "|".join(map(re.escape, sorted(abbrevs)))
                             + r")(?![\w@-])")
         for m in finder.finditer(text):
-            sp = doc.char_span(m.start(), m.end())
-            if sp is None or len(sp) != 1:
+            hit = doc.char_span(m.start(), m.end())
+            if hit is None or len(hit) != 1:
                 continue
-            cur = owner.get(sp.start)
+            cur = owner.get(hit.start)
             if cur is None:
-                added.append(Span(doc, sp.start, sp.end, label="ORG"))
-            elif (cur.start, cur.end) == (sp.start, sp.end) and cur.label_ != "ORG" \
+                added.append(Span(doc, hit.start, hit.end, label="ORG"))
+            elif (cur.start, cur.end) == (hit.start, hit.end) and cur.label_ != "ORG" \
                     and cur.label_ in _SENSE_LABELS and (cur.start, cur.end) not in ruled:
                 relabel.add((cur.start, cur.end))
         if not added and not relabel:
