@@ -432,7 +432,16 @@ _GENERIC_RUN_WORDS = _DEPARTMENT_WORDS | _ORG_WORDS | _RUN_HEADS | {
     "executive", "advisory", "steering", "standing", "special", "joint", "our", "your", "my",
     "this", "that", "these", "a", "an", "all", "every", "each", "customer", "employee", "staff",
     "energy", "utility", "utilities", "transmission", "pipeline", "water", "oil", "electricity",
+    "north", "south", "east", "west", "northern", "southern", "eastern", "western", "pacific",
+    "atlantic", "gulf", "mid", "great", "royal", "international", "continental",
 }
+# Words that start a sentence before a name rather than belong to it ("Welcome Harlan
+# Utilities", "Called Tremont Holdings"): greetings, and the verbs of mail.
+_LEAD_VERBS = frozenset((
+    "welcome", "call", "called", "ask", "asked", "tell", "told", "send", "sent", "see", "saw",
+    "contact", "contacted", "email", "emailed", "phone", "phoned", "meet", "met", "visit",
+    "visited", "per", "via", "attached", "re", "cc", "to", "from", "for", "with", "at", "by",
+))
 # Prepositions after which a word in capitals is an organisation ("works at JPL", "a man
 # from NASA"): measured on 20news, these two mostly precede an organisation; with, for, of,
 # to mostly precede a product or a unit.
@@ -741,7 +750,9 @@ class GrexPost:
                     or doc[i - 1].text == "&"):
                 i -= 1
             while i < h and (doc[i].lower_ in NOT_NAMES or doc[i].lower_ == "the"
-                             or doc[i].text == "&"):
+                             or doc[i].text == "&" or doc[i].lower_ in _LEAD_VERBS
+                             or (i == 0 or doc[i - 1].is_punct or "\n" in doc[i - 1].text_with_ws)
+                             and doc[i].lower_.endswith(("ed", "ing")) and len(doc[i]) > 4):
                 i += 1
             if i == h or h - i >= 5:
                 continue
@@ -753,8 +764,17 @@ class GrexPost:
                 owner = {k: sp for sp in spans for k in range(sp.start, sp.end)}
             inside = {(sp.start, sp.end): sp for k in range(i, h + 1)
                       if (sp := owner.get(k)) is not None}
-            if any(sp.start < i or sp.end > h + 1 or (sp.start, sp.end) in ruled
-                   and sp.label_ != "ORG" for sp in inside.values()):
+            # NER's own start of an organisation ending at the head word wins
+            ner_start = [sp.start for sp in inside.values() if sp.label_ == "ORG"
+                         and sp.end == h + 1 and sp.start > i]
+            if ner_start:
+                i = ner_start[0]
+                inside = {k: sp for k, sp in inside.items() if sp.end > i}
+            # "Brackett Basin Pipeline and": a span running on only over a conjunction
+            if any(sp.start < i or sp.end > h + 1 and not all(
+                    t.lower_ in ("and", "&", "or") or t.is_punct for t in doc[h + 1:sp.end])
+                   or (sp.start, sp.end) in ruled and sp.label_ != "ORG"
+                   for sp in inside.values()):
                 continue
             if len(inside) == 1 and next(iter(inside)) == (i, h + 1) \
                     and inside[(i, h + 1)].label_ == "ORG":
@@ -794,6 +814,59 @@ class GrexPost:
                 sp = Span(doc, sp.start, sp.end, label=win)
             out.append(sp)
         return out
+
+    def _short_names(self, doc: Doc, spans: list[Span], text: str,
+                     ruled: frozenset[tuple[int, int]]) -> list[Span]:
+        """The first word of an organisation's name stands for it elsewhere in the thread:
+        "Tremont" beside "Tremont Holdings", "Ordway" beside "Ordway Energy". Only a
+        distinctive first word (not a given name, not generic, never part of a person's name
+        in the text) of a name of two to four capitalised words; a rule's tag is kept."""
+        person_words = {t.text for sp in spans if sp.label_ == "PERSON"
+                        and (len(sp) > 1 or (sp.start, sp.end) in ruled) for t in sp}
+        short: set[str] = set()
+        for sp in spans:
+            if sp.label_ != "ORG" or not 2 <= len(sp) <= 4 \
+                    or not all(t.is_title and t.is_alpha for t in sp):
+                continue
+            if sp[-1].lower_ not in _ORG_WORDS and sp[-1].lower_ not in _RUN_HEADS \
+                    and (sp.start, sp.end) not in ruled:
+                continue  # "America Online", "Tea For Two": not plainly an organisation's name
+            w = sp[0]
+            if len(w) > 2 and w.lower_ not in _GENERIC_RUN_WORDS and w.lower_ not in NOT_NAMES \
+                    and not w.is_stop and w.text not in self.given_names \
+                    and w.text not in person_words and w.lower_ not in _LEAD_VERBS:
+                short.add(w.text)
+        if short:  # "Search", "Mouse": a word the text also writes in lowercase is common
+            prose = _URL_RE.sub(" ", EMAIL_RE.sub(" ", text))
+            lower = set(re.findall(r"(?<![\w.@/])[a-z][a-z'-]+\b", prose))
+            short = {w for w in short if w.lower() not in lower}
+        if not short:
+            return spans
+        owner = {k: sp for sp in spans for k in range(sp.start, sp.end)}
+        relabel: set[tuple[int, int]] = set()
+        added: list[Span] = []
+        finder = re.compile(r"(?<![\w.@/-])(?:" + "|".join(map(re.escape, sorted(short)))
+                            + r")(?![\w@-])")
+        for m in finder.finditer(text):
+            hit = doc.char_span(m.start(), m.end())
+            if hit is None or len(hit) != 1:
+                continue
+            i = hit.start
+            cur = owner.get(i)
+            if cur is None:
+                nxt = doc[i + 1] if i + 1 < len(doc) else None
+                if nxt is not None and nxt.is_title and nxt.is_alpha \
+                        and "\n" not in doc[i].text_with_ws:
+                    continue  # "Tremont Street": part of another name
+                added.append(Span(doc, i, i + 1, label="ORG"))
+            elif (cur.start, cur.end) == (i, i + 1) and cur.label_ in ("PERSON", "PRODUCT") \
+                    and (i, i + 1) not in ruled:
+                relabel.add((i, i + 1))  # a place keeps its tag ("Trondheim College")
+        if not added and not relabel:
+            return spans
+        out = [Span(doc, sp.start, sp.end, label="ORG") if (sp.start, sp.end) in relabel
+               else sp for sp in spans]
+        return sorted(out + added, key=lambda sp: sp.start)
 
     @staticmethod
     def _abbreviations(doc: Doc, spans: list[Span], text: str,
@@ -894,6 +967,7 @@ class GrexPost:
         keep = self._one_word_senses(doc, keep, text, ruled)
         keep = self._org_runs(doc, keep, text, ruled)
         keep = self._one_sense(doc, keep, ruled)
+        keep = self._short_names(doc, keep, text, ruled)
         keep = self._abbreviations(doc, keep, text, ruled, systems)
         keep = self._acronym_contexts(doc, keep, text, systems)
         keep = filter_spans(self._propagate(doc, keep, text))  # never two entities on one token
