@@ -747,8 +747,8 @@ class GrexPost:
             while i > 0 and h - i < 5 and "\n" not in doc[i - 1].text_with_ws and (
                     doc[i - 1].is_alpha and (doc[i - 1].is_title or doc[i - 1].is_upper
                                              and len(doc[i - 1]) > 1)
-                    or doc[i - 1].text == "&"):
-                i -= 1
+                    or doc[i - 1].text == "&" and i > 1 and doc[i - 2].is_title):
+                i -= 1  # "Lewis & Clark College", but not "TWPL & Northwest Pipeline"
             while i < h and (doc[i].lower_ in NOT_NAMES or doc[i].lower_ == "the"
                              or doc[i].text == "&" or doc[i].lower_ in _LEAD_VERBS
                              or (i == 0 or doc[i - 1].is_punct or "\n" in doc[i - 1].text_with_ws)
