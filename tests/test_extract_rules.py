@@ -229,3 +229,12 @@ def test_acronym_after_at_or_from_is_an_org(nlp_model, plain) -> None:  # type: 
     assert not {t for t, label in _ents(nlp_model, "the call at CST, copied from PDF")
                 if label == "ORG"}
     assert _post(nlp_model, "GET IT FROM ZXQR NOW PLEASE", []) == set()
+
+
+def test_more_document_heads_and_jargon_abbreviations_are_not_orgs(nlp_model, plain) -> None:  # type: ignore[no-untyped-def]
+    text = "Please review the Kestrel Storage Tariff before Friday."
+    assert ("the Kestrel Storage Tariff", "ORG") in _plain(plain, text)
+    assert not {t for t, label in _ents(nlp_model, text) if label == "ORG"}
+    text = "The OTC volumes and the LDC demand rose."
+    assert ("LDC", "ORG") in _plain(plain, text)
+    assert not {t for t, label in _ents(nlp_model, text) if label == "ORG"}

@@ -345,6 +345,14 @@ _DOCUMENT_HEADS = frozenset((
     "draft", "plan", "plans", "training", "timeframes", "timeline", "letter", "letters",
     "contract", "contracts", "invoice", "invoices", "minutes", "agenda", "summary", "form",
     "forms", "spreadsheet", "checklist",
+    # more of the same kinds, from general office usage
+    "policy", "policies", "procedure", "procedures", "guidelines", "project", "projects",
+    "conference", "call", "notice", "list", "lists", "database", "file", "files", "manual",
+    "handbook", "newsletter", "announcement", "filing", "filings", "tariff", "tariffs",
+    "workshop", "seminar", "session", "sessions", "survey", "study", "model", "models",
+    "deal", "deals", "transaction", "transactions", "amendment", "amendments", "addendum",
+    "confirmation", "confirmations", "statement", "statements", "worksheet", "template",
+    "memorandum", "budget", "forecast", "lunch", "dinner", "party", "issue", "issues",
 ))
 # Functions of a company: an "organisation" made only of these ("Marketing", "Gas Scheduling",
 # "Legal and Regulatory Affairs") is a department named by its work, not an organisation's
@@ -377,7 +385,10 @@ _COMMON_ABBREVIATIONS = (
     "QTD FAQ IMHO IMO BTW NB PS RSVP AKA NDA RFP RFQ ROI KPI EBITDA EPS IPO LOI MOU SOW GAAP "
     "PDF XLS DOC PPT CSV ZIP HTML XML SQL HTTP FTP URL API GUI CPU RAM ROM DOS OS LAN WAN VPN "
     "DSL USB CD DVD TV PC PDA GPS SMS ID PIN SSN ASCII SCSI IRQ DMA UART FIFO IDE BIOS GIF "
-    "JPEG MW MWH GWH KW KWH BCF MCF MMCF BBL BPD MMBTU DTH"
+    "JPEG MW MWH GWH KW KWH BCF MCF MMCF BBL BPD MMBTU DTH "
+    # trading and utility jargon, and office shorthand
+    "OTC LDC LNG LPG NGL CNG BTU MDQ ROFR PPA MTM PNL VAR NPV IRR WACC EFP PO SLA QA QC ISP "
+    "IM AM PM NA HQ RE FW FWD CC BCC"
 )
 _NOT_ORGS = frozenset(_COMMON_ABBREVIATIONS.split())
 # Last words that make a name an organisation's, whatever NER called it.
