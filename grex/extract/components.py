@@ -19,7 +19,11 @@ words of all-capital lines, departments named by their function, names inside at
 markers and one-word names the text also writes in lowercase; it turns an ORG led by a
 common given name into a PERSON, a name ending in an organisation word (Systems, Commission)
 into an ORG, an unknown word in capitals into an ORG, facility names (Compressor Station,
-Hub) into FAC, and a state code after a place ("Austin, TX") into a GPE.
+Hub) into FAC, and a state code after a place ("Austin, TX") into a GPE. Organisations also
+come from general mechanisms: capitalised runs ending in a head word ("Kestrel Valley
+Electric"), one ORG sense per name per thread, the first word of an organisation's name
+standing for it, abbreviations (bracketed, or the initials of an organisation of the
+thread) and words in capitals after "at" / "from".
 
 This module imports spaCy: import it only from inside the extraction functions.
 """
