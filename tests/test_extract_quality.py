@@ -1,11 +1,12 @@
 """Quality floors on the shared corpora, a little under what scripts/eval_nlp.py measures.
 
 Skipped when ../shared/corpora is absent. Measured (scripts/eval_nlp.py, all 36 threads):
-PER P 0.961 R 0.938 F1 0.949; ORG P 0.609 R 0.652 F1 0.629; LOC F1 0.687 (plain
+PER P 0.964 R 0.938 F1 0.951; ORG P 0.656 R 0.712 F1 0.683; LOC F1 0.697 (plain
 en_core_web_sm: PER P 0.941 F1 0.841, ORG 0.368, LOC 0.291). The rules were made from the
-errors on half A (and on unlabelled 20news mail); half B is the held-out check: ORG F1 0.541
-there (0.515 before those rules), PER 0.940, LOC 0.616. Topics: NMI 0.605 on the seed-42
-sample (NMF(20) on raw posts 0.38).
+errors on half A (and on unlabelled 20news mail); half B is the held-out check: ORG F1 0.603
+there (0.551 before the general organisation mechanisms, 0.310 for the plain model),
+PER 0.941 (P 0.953), LOC 0.621. Topics: NMI 0.605 on the seed-42 sample (NMF(20) on raw
+posts 0.38).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def test_person_floor_without_losing_precision(entity_scores) -> None:  # type: 
 
 
 def test_org_and_loc_floors(entity_scores) -> None:  # type: ignore[no-untyped-def]
-    assert entity_scores["ORG"].f1 >= 0.60
+    assert entity_scores["ORG"].f1 >= 0.66
     assert entity_scores["LOC"].f1 >= 0.65
 
 
@@ -48,7 +49,7 @@ def test_held_out_half_floors(enron_predictions) -> None:  # type: ignore[no-unt
     """Half B: no rule was made from its errors, so it shows what the rules are worth."""
     docs, pred = enron_predictions
     b = score_entities([d for d in docs if d.half == "B"], pred.__getitem__)
-    assert b["ORG"].f1 >= 0.52  # 0.515 before the half-A rules
+    assert b["ORG"].f1 >= 0.59  # 0.603; 0.551 before the general organisation mechanisms
     assert b["PER"].f1 >= 0.92 and b["PER"].precision >= 0.94
     assert b["LOC"].f1 >= 0.59
 

@@ -155,3 +155,86 @@ def test_dotted_abbreviations_stay_names(nlp_model, plain) -> None:  # type: ign
     assert ("U.S.", "GPE") in _plain(plain, text)
     ents = _ents(nlp_model, text)
     assert {("U.S.", "GPE"), ("U.S.A.", "GPE")} <= ents
+
+
+# -- organisations by general mechanisms (heads, one sense, short names, abbreviations,
+# -- acronyms in context): made-up names, none from any evaluation set
+
+
+def test_capitalised_run_ending_in_an_organisation_head_is_an_org(nlp_model, plain) -> None:  # type: ignore[no-untyped-def]
+    text = "please send the gas numbers for Brackett Basin Pipeline and Corsair Gas Exchange"
+    assert ("Brackett Basin Pipeline and", "FAC") in _plain(plain, text)
+    ents = _ents(nlp_model, text)
+    assert ("Brackett Basin Pipeline", "ORG") in ents
+    assert ("Corsair Gas Exchange", "ORG") in ents
+    text = "Welcome Harlan Springs Utilities and Lindell Group to the call"
+    assert not any("Harlan" in t for t, _ in _plain(plain, text))
+    assert ("Harlan Springs Utilities", "ORG") in _ents(nlp_model, text)  # not "Welcome ..."
+    # only generic words before the head: a department, not a name
+    # please(0) ask(1) the(2) Risk(3) Management(4) Group(5) and(6) Public(7) Service(8)
+    assert _post(nlp_model, "please ask the Risk Management Group and Public Service", []) \
+        == set()
+    # two organisations joined by "&" after an acronym stay two
+    # between(0) TWX(1) &(2) Kestrel(3) Valley(4) Pipeline(5)
+    assert _post(nlp_model, "between TWX & Kestrel Valley Pipeline", [(1, 2, "ORG")]) == {
+        ("TWX", "ORG"), ("Kestrel Valley Pipeline", "ORG")}
+
+
+def test_a_name_mostly_tagged_org_in_a_thread_is_an_org_throughout(nlp_model) -> None:  # type: ignore[no-untyped-def]
+    # Corvane(0) called(1) .(2) Corvane(3) signed(4) .(5) Corvane(6) paid(7) .(8)
+    text = "Corvane called. Corvane signed. Corvane paid."
+    assert _post(nlp_model, text, [(0, 1, "ORG"), (3, 4, "ORG"), (6, 7, "PERSON")]) == {
+        ("Corvane", "ORG")}
+    # no majority: nothing changes; a majority of another type changes nothing either
+    assert ("Corvane", "PERSON") in _post(nlp_model, text, [(0, 1, "ORG"), (6, 7, "PERSON")])
+    assert ("Corvane", "ORG") in _post(nlp_model, text, [(0, 1, "PERSON"), (3, 4, "PERSON"),
+                                                         (6, 7, "ORG")])
+
+
+def test_first_word_of_an_organisation_stands_for_it(nlp_model, plain) -> None:  # type: ignore[no-untyped-def]
+    text = ("Ordway signed the deal for Ordway Energy. Ordway Energy will pay. "
+            "Ordway wants the gas at Ordway Energy's meter.")
+    assert ("Ordway", "PERSON") in _plain(plain, text)
+    ents = _ents(nlp_model, text)
+    assert ("Ordway", "ORG") in ents and ("Ordway", "PERSON") not in ents
+    # not when the word is a person's in the thread, or a common word the text writes
+    # Dana(0) Ordway(1) runs(2) Ordway(3) Energy(4) ;(5) Ordway(6) called(7)
+    assert ("Ordway", "PERSON") in _post(nlp_model, "Dana Ordway runs Ordway Energy; Ordway "
+                                         "called", [(0, 2, "PERSON"), (3, 5, "ORG"),
+                                                    (6, 7, "PERSON")])
+    # Mouse(0) Systems(1) sells(2) ;(3) the(4) mouse(5) and(6) Mouse(7) work(8)
+    assert ("Mouse", "ORG") not in _post(nlp_model, "Mouse Systems sells; the mouse and Mouse "
+                                         "work", [(0, 2, "ORG")])
+
+
+def test_abbreviations_of_the_threads_organisations(nlp_model, plain) -> None:  # type: ignore[no-untyped-def]
+    text = ("Our deal with Calloway Northern Transmission Company is done. "
+            "Thanks CNTC for the help. CNTC said yes.")
+    assert ("CNTC", "ORG") not in _plain(plain, text)
+    assert ("CNTC", "ORG") in _ents(nlp_model, text)
+    # bracketed: the(0) Ostrander(1) Gathering(2) Authority(3) ((4) OGA(5) )(6) met(7) ;(8)
+    # ask(9) OGA(10)
+    assert _post(nlp_model, "the Ostrander Gathering Authority (OGA) met; ask OGA",
+                 [(1, 4, "ORG")]) == {("Ostrander Gathering Authority", "ORG"), ("OGA", "ORG")}
+    # nor does a state code: the(0) Tamsin(1) Xylo(2) Company(3) ((4) TX(5) )(6) met(7)
+    assert _post(nlp_model, "the Tamsin Xylo Company (TX) met", [(1, 4, "ORG")]) == {
+        ("Tamsin Xylo Company", "ORG")}
+
+
+def test_acronym_after_at_or_from_is_an_org(nlp_model, plain) -> None:  # type: ignore[no-untyped-def]
+    text = "got the numbers from PLXT"
+    assert not _plain(plain, text)
+    assert ("PLXT", "ORG") in _ents(nlp_model, text)
+    # units, time zones, common abbreviations and shouted lines are not
+    assert not {t for t, label in _ents(nlp_model, "the call at CST, copied from PDF")
+                if label == "ORG"}
+    assert _post(nlp_model, "GET IT FROM ZXQR NOW PLEASE", []) == set()
+
+
+def test_more_document_heads_and_jargon_abbreviations_are_not_orgs(nlp_model, plain) -> None:  # type: ignore[no-untyped-def]
+    text = "Please review the Kestrel Storage Tariff before Friday."
+    assert ("the Kestrel Storage Tariff", "ORG") in _plain(plain, text)
+    assert not {t for t, label in _ents(nlp_model, text) if label == "ORG"}
+    text = "The OTC volumes and the LDC demand rose."
+    assert ("LDC", "ORG") in _plain(plain, text)
+    assert not {t for t, label in _ents(nlp_model, text) if label == "ORG"}

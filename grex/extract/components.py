@@ -19,7 +19,11 @@ words of all-capital lines, departments named by their function, names inside at
 markers and one-word names the text also writes in lowercase; it turns an ORG led by a
 common given name into a PERSON, a name ending in an organisation word (Systems, Commission)
 into an ORG, an unknown word in capitals into an ORG, facility names (Compressor Station,
-Hub) into FAC, and a state code after a place ("Austin, TX") into a GPE.
+Hub) into FAC, and a state code after a place ("Austin, TX") into a GPE. Organisations also
+come from general mechanisms: capitalised runs ending in a head word ("Kestrel Valley
+Electric"), one ORG sense per name per thread, the first word of an organisation's name
+standing for it, abbreviations (bracketed, or the initials of an organisation of the
+thread) and words in capitals after "at" / "from".
 
 This module imports spaCy: import it only from inside the extraction functions.
 """
@@ -345,6 +349,14 @@ _DOCUMENT_HEADS = frozenset((
     "draft", "plan", "plans", "training", "timeframes", "timeline", "letter", "letters",
     "contract", "contracts", "invoice", "invoices", "minutes", "agenda", "summary", "form",
     "forms", "spreadsheet", "checklist",
+    # more of the same kinds, from general office usage
+    "policy", "policies", "procedure", "procedures", "guidelines", "project", "projects",
+    "conference", "call", "notice", "list", "lists", "database", "file", "files", "manual",
+    "handbook", "newsletter", "announcement", "filing", "filings", "tariff", "tariffs",
+    "workshop", "seminar", "session", "sessions", "survey", "study", "model", "models",
+    "deal", "deals", "transaction", "transactions", "amendment", "amendments", "addendum",
+    "confirmation", "confirmations", "statement", "statements", "worksheet", "template",
+    "memorandum", "budget", "forecast", "lunch", "dinner", "party", "issue", "issues",
 ))
 # Functions of a company: an "organisation" made only of these ("Marketing", "Gas Scheduling",
 # "Legal and Regulatory Affairs") is a department named by its work, not an organisation's
@@ -377,7 +389,10 @@ _COMMON_ABBREVIATIONS = (
     "QTD FAQ IMHO IMO BTW NB PS RSVP AKA NDA RFP RFQ ROI KPI EBITDA EPS IPO LOI MOU SOW GAAP "
     "PDF XLS DOC PPT CSV ZIP HTML XML SQL HTTP FTP URL API GUI CPU RAM ROM DOS OS LAN WAN VPN "
     "DSL USB CD DVD TV PC PDA GPS SMS ID PIN SSN ASCII SCSI IRQ DMA UART FIFO IDE BIOS GIF "
-    "JPEG MW MWH GWH KW KWH BCF MCF MMCF BBL BPD MMBTU DTH"
+    "JPEG MW MWH GWH KW KWH BCF MCF MMCF BBL BPD MMBTU DTH "
+    # trading and utility jargon, and office shorthand
+    "OTC LDC LNG LPG NGL CNG BTU MDQ ROFR PPA MTM PNL VAR NPV IRR WACC EFP PO SLA QA QC ISP "
+    "IM AM PM NA HQ RE FW FWD CC BCC"
 )
 _NOT_ORGS = frozenset(_COMMON_ABBREVIATIONS.split())
 # Last words that make a name an organisation's, whatever NER called it.
@@ -416,6 +431,48 @@ _STATE_CODES = (
     "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV "
     "NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY")
 _US_STATES = frozenset(_STATE_CODES.split())
+# -- organisations by general mechanisms (heads, abbreviations, contexts, one sense) --------
+# Head words that end an organisation's name: a run of capitalised words ending in one of
+# these is an organisation when at least one of its other words is not a generic word
+# ("Southwestern Public Service", "Kestrel Valley Electric", but not "Risk Management Group").
+_RUN_HEADS = _ORG_HEADS - {"systems", "department", "board", "union", "society", "group"} | {
+    "exchange", "commission", "committee", "pipeline", "transmission", "utilities", "electric",
+    "service", "trust", "fund", "bureau", "coalition", "consortium", "cooperative", "partnership",
+    "laboratory", "laboratories", "railroad", "railway", "airways", "insurance", "bancorp",
+}
+# Generic words that don't make a run a name on their own ("Public Service", "Natural Gas").
+_GENERIC_RUN_WORDS = _DEPARTMENT_WORDS | _ORG_WORDS | _RUN_HEADS | {
+    "national", "federal", "state", "city", "county", "general", "united", "american",
+    "natural", "electric", "public", "private", "new", "first", "central", "global", "world",
+    "executive", "advisory", "steering", "standing", "special", "joint", "our", "your", "my",
+    "this", "that", "these", "a", "an", "all", "every", "each", "customer", "employee", "staff",
+    "energy", "utility", "utilities", "transmission", "pipeline", "water", "oil", "electricity",
+    "north", "south", "east", "west", "northern", "southern", "eastern", "western", "pacific",
+    "atlantic", "gulf", "mid", "great", "royal", "international", "continental",
+}
+# Words that start a sentence before a name rather than belong to it ("Welcome Harlan
+# Utilities", "Called Tremont Holdings"): greetings, and the verbs of mail.
+_LEAD_VERBS = frozenset((
+    "welcome", "call", "called", "ask", "asked", "tell", "told", "send", "sent", "see", "saw",
+    "contact", "contacted", "email", "emailed", "phone", "phoned", "meet", "met", "visit",
+    "visited", "per", "via", "attached", "re", "cc", "to", "from", "for", "with", "at", "by",
+))
+# Prepositions after which a word in capitals is an organisation ("works at JPL", "a man
+# from NASA"): measured on 20news, these two mostly precede an organisation; with, for, of,
+# to mostly precede a product or a unit.
+_ORG_CONTEXT = frozenset(("at", "from"))
+
+_RUN_HEADS_RE = re.compile(r"\b(?:" + "|".join(sorted(w.title() for w in _RUN_HEADS))
+                           + r")\b")
+_SENSE_LABELS = frozenset(("ORG", "PERSON", "GPE", "LOC", "FAC", "PRODUCT", "NORP"))
+_CONTEXT_ACRONYM = re.compile(r"(?<![\w.@/-])(at|from)[ \t]+([A-Z]{2,6})(?![\w@&.'-])")
+
+
+def _initials(span: Span) -> str:
+    """"Enron North America" -> "ENA": the first letters of a name's capitalised words."""
+    return "".join(t.text[0] for t in span if t.is_title and t.is_alpha)
+
+
 # Lotus Notes / Outlook attachment markers: "<< File: EPA summary 2001.xls >>"
 _ATTACHMENT = re.compile(r"<\s?<\s*File\s*:[^\n>]*(?:>\s?>?)?", re.IGNORECASE)
 _DROP_LABELS = frozenset({"CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "TIME", "LANGUAGE",
@@ -681,6 +738,228 @@ class GrexPost:
         out += [Span(doc, e - 1, e, label="GPE") for e in states if e - 1 not in covered]
         return sorted(out, key=lambda sp: sp.start)
 
+    # -- organisations by general mechanisms ---------------------------------------------
+    @staticmethod
+    def _org_runs(doc: Doc, spans: list[Span], text: str,
+                  ruled: frozenset[tuple[int, int]]) -> list[Span]:
+        """A run of capitalised words ending in an organisation's head word ("Kestrel Valley
+        Electric", "Harmon County Water Commission") is an organisation, when one of its
+        words is more than a generic one; NER often leaves such runs out or tags a part."""
+        heads = _RUN_HEADS_RE.finditer(text)
+        owner: dict[int, Span] = {}
+        added: list[Span] = []
+        dropped: set[tuple[int, int]] = set()
+        n = len(doc)
+        for m in heads:
+            hs = doc.char_span(m.start(), m.end())
+            if hs is None or len(hs) != 1:
+                continue
+            h = hs.start
+            if h + 1 < n and (doc[h + 1].is_title or doc[h + 1].is_upper) and doc[h + 1].is_alpha \
+                    and "\n" not in doc[h].text_with_ws:
+                continue  # the head word is not the last word of the name
+            i = h
+            while i > 0 and h - i < 5 and "\n" not in doc[i - 1].text_with_ws and (
+                    doc[i - 1].is_alpha and (doc[i - 1].is_title or doc[i - 1].is_upper
+                                             and len(doc[i - 1]) > 1)
+                    or doc[i - 1].text == "&" and i > 1 and doc[i - 2].is_title):
+                i -= 1  # "Lewis & Clark College", but not "TWPL & Northwest Pipeline"
+            while i < h and (doc[i].lower_ in NOT_NAMES or doc[i].lower_ == "the"
+                             or doc[i].text == "&" or doc[i].lower_ in _LEAD_VERBS
+                             or (i == 0 or doc[i - 1].is_punct or "\n" in doc[i - 1].text_with_ws)
+                             and doc[i].lower_.endswith(("ed", "ing")) and len(doc[i]) > 4):
+                i += 1
+            if i == h or h - i >= 5:
+                continue
+            words = [t for t in doc[i:h] if t.is_alpha]
+            if not any(t.lower_ not in _GENERIC_RUN_WORDS and t.text not in _NOT_ORGS
+                       for t in words):
+                continue
+            if not owner:
+                owner = {k: sp for sp in spans for k in range(sp.start, sp.end)}
+            inside = {(sp.start, sp.end): sp for k in range(i, h + 1)
+                      if (sp := owner.get(k)) is not None}
+            # NER's own start of an organisation ending at the head word wins
+            ner_start = [sp.start for sp in inside.values() if sp.label_ == "ORG"
+                         and sp.end == h + 1 and sp.start > i]
+            if ner_start:
+                i = ner_start[0]
+                inside = {k: sp for k, sp in inside.items() if sp.end > i}
+            # "Brackett Basin Pipeline and": a span running on only over a conjunction
+            if any(sp.start < i or sp.end > h + 1 and not all(
+                    t.lower_ in ("and", "&", "or") or t.is_punct for t in doc[h + 1:sp.end])
+                   or (sp.start, sp.end) in ruled and sp.label_ != "ORG"
+                   for sp in inside.values()):
+                continue
+            if len(inside) == 1 and next(iter(inside)) == (i, h + 1) \
+                    and inside[(i, h + 1)].label_ == "ORG":
+                continue
+            dropped.update(inside)
+            added.append(Span(doc, i, h + 1, label="ORG"))
+        if not added:
+            return spans
+        kept = [sp for sp in spans if (sp.start, sp.end) not in dropped]
+        return sorted(kept + added, key=lambda sp: sp.start)
+
+    @staticmethod
+    def _one_sense(doc: Doc, spans: list[Span], ruled: frozenset[tuple[int, int]],
+                   ) -> list[Span]:
+        """One sense per name per text: a name tagged ORG in most of its mentions in a thread
+        (a rule's tag counts double) is an organisation in the others too, where NER called
+        it a person or a place. A rule's tag itself is never changed; a majority of
+        another type changes nothing (one-word product names split every way in mail)."""
+        votes: dict[tuple[str, ...], Counter[str]] = {}
+        for sp in spans:
+            if sp.label_ in _SENSE_LABELS:
+                w = 2 if (sp.start, sp.end) in ruled else 1
+                votes.setdefault(tuple(t.text for t in sp), Counter())[sp.label_] += w
+        winners: dict[tuple[str, ...], str] = {}
+        for key, c in votes.items():
+            if len(c) > 1:
+                (top, k), = c.most_common(1)
+                if top == "ORG" and k > sum(c.values()) - k:
+                    winners[key] = top
+        if not winners:
+            return spans
+        out: list[Span] = []
+        for sp in spans:
+            win = winners.get(tuple(t.text for t in sp))
+            if win is not None and sp.label_ != win and sp.label_ in _SENSE_LABELS \
+                    and (sp.start, sp.end) not in ruled:
+                sp = Span(doc, sp.start, sp.end, label=win)
+            out.append(sp)
+        return out
+
+    def _short_names(self, doc: Doc, spans: list[Span], text: str,
+                     ruled: frozenset[tuple[int, int]]) -> list[Span]:
+        """The first word of an organisation's name stands for it elsewhere in the thread:
+        "Tremont" beside "Tremont Holdings", "Ordway" beside "Ordway Energy". Only a
+        distinctive first word (not a given name, not generic, never part of a person's name
+        in the text) of a name of two to four capitalised words; a rule's tag is kept."""
+        person_words = {t.text for sp in spans if sp.label_ == "PERSON"
+                        and (len(sp) > 1 or (sp.start, sp.end) in ruled) for t in sp}
+        short: set[str] = set()
+        for sp in spans:
+            if sp.label_ != "ORG" or not 2 <= len(sp) <= 4 \
+                    or not all(t.is_title and t.is_alpha for t in sp):
+                continue
+            if sp[-1].lower_ not in _ORG_WORDS and sp[-1].lower_ not in _RUN_HEADS \
+                    and (sp.start, sp.end) not in ruled:
+                continue  # "America Online", "Tea For Two": not plainly an organisation's name
+            w = sp[0]
+            if len(w) > 2 and w.lower_ not in _GENERIC_RUN_WORDS and w.lower_ not in NOT_NAMES \
+                    and not w.is_stop and w.text not in self.given_names \
+                    and w.text not in person_words and w.lower_ not in _LEAD_VERBS:
+                short.add(w.text)
+        if short:  # "Search", "Mouse": a word the text also writes in lowercase is common
+            prose = _URL_RE.sub(" ", EMAIL_RE.sub(" ", text))
+            lower = set(re.findall(r"(?<![\w.@/])[a-z][a-z'-]+\b", prose))
+            short = {w for w in short if w.lower() not in lower}
+        if not short:
+            return spans
+        owner = {k: sp for sp in spans for k in range(sp.start, sp.end)}
+        relabel: set[tuple[int, int]] = set()
+        added: list[Span] = []
+        finder = re.compile(r"(?<![\w.@/-])(?:" + "|".join(map(re.escape, sorted(short)))
+                            + r")(?![\w@-])")
+        for m in finder.finditer(text):
+            hit = doc.char_span(m.start(), m.end())
+            if hit is None or len(hit) != 1:
+                continue
+            i = hit.start
+            cur = owner.get(i)
+            if cur is None:
+                nxt = doc[i + 1] if i + 1 < len(doc) else None
+                if nxt is not None and nxt.is_title and nxt.is_alpha \
+                        and "\n" not in doc[i].text_with_ws:
+                    continue  # "Tremont Street": part of another name
+                added.append(Span(doc, i, i + 1, label="ORG"))
+            elif (cur.start, cur.end) == (i, i + 1) and cur.label_ in ("PERSON", "PRODUCT") \
+                    and (i, i + 1) not in ruled:
+                relabel.add((i, i + 1))  # a place keeps its tag ("Trondheim College")
+        if not added and not relabel:
+            return spans
+        out = [Span(doc, sp.start, sp.end, label="ORG") if (sp.start, sp.end) in relabel
+               else sp for sp in spans]
+        return sorted(out + added, key=lambda sp: sp.start)
+
+    @staticmethod
+    def _abbreviations(doc: Doc, spans: list[Span], text: str,
+                       ruled: frozenset[tuple[int, int]], systems: set[str]) -> list[Span]:
+        """The abbreviation of an organisation of the text is that organisation wherever it
+        stands: one given in brackets ("Harmon Water Commission (HWC)", "HWC (Harmon Water
+        Commission)") or spelled by the initials of its words ("Enron North America" ->
+        "ENA", three letters or more)."""
+        n = len(doc)
+        abbrevs: set[str] = set()
+        for sp in spans:
+            if sp.label_ != "ORG":
+                continue
+            if sp.end + 2 < n and doc[sp.end].text == "(" and doc[sp.end + 2].text == ")":
+                abbrevs.add(doc[sp.end + 1].text)
+            if sp.start >= 2 and doc[sp.start - 1].text == "(" and sp.end < n \
+                    and doc[sp.end].text == ")":
+                abbrevs.add(doc[sp.start - 2].text)
+            if len(sp) >= 3 or len(sp) == 2 and sp[1].is_title:
+                ini = _initials(sp)
+                if len(ini) >= 3 and ini.isupper():
+                    abbrevs.add(ini)
+        abbrevs = {a for a in abbrevs if 2 <= len(a) <= 6 and a.isalpha() and a.isupper()
+                   and a not in _NOT_ORGS and a not in systems and a not in _US_STATES
+                   and a not in _TIME_ZONES}
+        if not abbrevs:
+            return spans
+        owner = {k: sp for sp in spans for k in range(sp.start, sp.end)}
+        relabel: set[tuple[int, int]] = set()
+        added: list[Span] = []
+        finder = re.compile(r"(?<![\w.@/-])(?:" + "|".join(map(re.escape, sorted(abbrevs)))
+                            + r")(?![\w@-])")
+        for m in finder.finditer(text):
+            hit = doc.char_span(m.start(), m.end())
+            if hit is None or len(hit) != 1:
+                continue
+            cur = owner.get(hit.start)
+            if cur is None:
+                added.append(Span(doc, hit.start, hit.end, label="ORG"))
+            elif (cur.start, cur.end) == (hit.start, hit.end) and cur.label_ != "ORG" \
+                    and cur.label_ in _SENSE_LABELS and (cur.start, cur.end) not in ruled:
+                relabel.add((cur.start, cur.end))
+        if not added and not relabel:
+            return spans
+        out = [Span(doc, sp.start, sp.end, label="ORG") if (sp.start, sp.end) in relabel
+               else sp for sp in spans]
+        return sorted(out + added, key=lambda sp: sp.start)
+
+    @staticmethod
+    def _acronym_contexts(doc: Doc, spans: list[Span], text: str, systems: set[str],
+                          ) -> list[Span]:
+        """A word in capitals that NER left untagged is an organisation after "at" or "from"
+        ("she works at JPL", "two people from NASA"), unless it is a common abbreviation, a
+        state or time zone, a system of the text, or a word of a line in capitals."""
+        taken: set[int] | None = None
+        added: list[Span] = []
+        for m in _CONTEXT_ACRONYM.finditer(text):
+            sp = doc.char_span(m.start(2), m.end(2))
+            if sp is None or len(sp) != 1:
+                continue
+            tok = sp[0]
+            word = tok.text
+            if word in _NOT_ORGS or word in _US_STATES or word in _TIME_ZONES \
+                    or word in systems or word.lower() in NOT_NAMES:
+                continue
+            if taken is None:
+                taken = {k for s in spans for k in range(s.start, s.end)}
+            if tok.i in taken or _shouted(doc, tok.i):
+                continue
+            nxt = doc[tok.i + 1] if tok.i + 1 < len(doc) else None
+            if nxt is not None and (nxt.like_num or nxt.is_title or nxt.is_upper) \
+                    and "\n" not in tok.text_with_ws:
+                continue  # "from AM 10", "at ABC Supply": part of something longer
+            added.append(Span(doc, tok.i, tok.i + 1, label="ORG"))
+        if not added:
+            return spans
+        return sorted(spans + added, key=lambda sp: sp.start)
+
     def __call__(self, doc: Doc) -> Doc:
         keep: list[Span] = []
         text = doc.user_data.get(TEXT_KEY) or doc.text
@@ -701,6 +980,11 @@ class GrexPost:
         keep = self._states(doc, keep)
         keep = self._join_of(doc, keep)
         keep = self._one_word_senses(doc, keep, text, ruled)
+        keep = self._org_runs(doc, keep, text, ruled)
+        keep = self._one_sense(doc, keep, ruled)
+        keep = self._short_names(doc, keep, text, ruled)
+        keep = self._abbreviations(doc, keep, text, ruled, systems)
+        keep = self._acronym_contexts(doc, keep, text, systems)
         keep = filter_spans(self._propagate(doc, keep, text))  # never two entities on one token
         if attached:
             keep = [sp for sp in keep if sp.label_ not in _NAME_LABELS or not any(
