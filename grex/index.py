@@ -53,7 +53,7 @@ from whoosh.support.charset import accent_map
 from grex.errors import IndexError_
 from grex.models import Message
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: posting blocks of grex.codec
 INDEX_LINK = "index"
 GENERATIONS_DIR = "index.d"
 META_FILE = "grex-index.json"

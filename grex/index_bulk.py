@@ -26,17 +26,16 @@ before the limit (see ``BulkWriter.full``).
 
 from __future__ import annotations
 
-import zlib
 from array import array
-from pickle import dumps
 from typing import Any
 
 from whoosh import formats
 from whoosh.codec.whoosh3 import WHOOSH3_HEADER_MAGIC, W3TermInfo
-from whoosh.system import emptybytes, pack_int, pack_long, pack_ushort
+from whoosh.system import pack_int, pack_long, pack_ushort
 from whoosh.util.numeric import byte_to_length, length_to_byte
 from whoosh.writing import SegmentWriter
 
+from grex.codec import GrexCodec, block_info, encode_block
 from grex.index import MAX_TOKEN, WordTokenizer
 
 POSTING_BYTES = 60  # rough memory per held posting (arrays + shared value bytes + lists)
@@ -123,6 +122,7 @@ class BulkWriter(SegmentWriter):
     """A SegmentWriter holding the new segment's postings in memory (see the module doc)."""
 
     def __init__(self, ix: Any, limitmb: int = 256, **kwargs: Any) -> None:
+        kwargs.setdefault("codec", GrexCodec())
         super().__init__(ix, limitmb=limitmb, **kwargs)
         self._limit_postings = max(10_000, limitmb * 1024 * 1024 // POSTING_BYTES)
         # field -> term bytes -> [docnums, weights, values] (lists, in docnum order)
@@ -273,23 +273,17 @@ class BulkWriter(SegmentWriter):
         self._held = 0
 
 
-SMALL_BLOCK = 256  # pickled blocks shorter than this are stored uncompressed (zlib adds bytes)
-
-
 def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: int,
                  compression: int, doclengths: dict[int, int]) -> None:
-    """Write one field's posting lists and term infos: the bytes W3FieldWriter /
-    W3PostingsWriter write for the same postings (start_term, add_posting..., finish_term),
-    except that blocks too small to gain from zlib are stored uncompressed (the block
-    header says so; readers decompress per block)."""
+    """Write one field's posting lists and term infos: what W3FieldWriter with grex's
+    postings writer (grex.codec) writes for the same postings (start_term,
+    add_posting..., finish_term)."""
     postfile = fw._postfile
     write, tell = postfile.write, postfile.tell
     tindex_add = fw._tindex.add
     keyprefix = pack_ushort(fw._fieldid)
     fixedsize = fmt.fixed_value_size()
-    variable = fixedsize is None or fixedsize < 0
     pack_info = W3TermInfo._struct.pack
-    compress = zlib.compress
     lengthof = doclengths.get
     for tbytes in sorted(terms):
         ids, weights, values = terms[tbytes]
@@ -321,40 +315,13 @@ def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: i
                 tminlen = min(tminlen, minlen)
             tmaxlen = max(tmaxlen, maxlen)
             tmaxweight = max(tmaxweight, maxweight)
-            # W3PostingsWriter._write_block
-            if len(bids) == 1:  # delta-encoded from 0 in each block
-                mini_ids: tuple[int, ...] = (bids[0],)
-            else:
-                prev = 0
-                deltas = []
-                for i in bids:
-                    deltas.append(i - prev)
-                    prev = i
-                mini_ids = tuple(deltas)
-            if all(w == 1.0 for w in bws):
-                mini_w: Any = None
-            elif all(w == bws[0] for w in bws):
-                mini_w = bws[0]
-            else:
-                mini_w = tuple(bws)
-            if not all(bvals):  # W3PostingsWriter keeps non-empty values only
-                bvals = [v for v in bvals if v]
-            if variable:
-                mini_v: Any = tuple(bvals)
-            elif fixedsize == 0:
-                mini_v = None
-            else:
-                mini_v = emptybytes.join(bvals)
-            databytes = dumps((mini_ids, mini_w, mini_v), 2)
-            comp = compression if len(databytes) >= SMALL_BLOCK else 0
-            if comp:
-                databytes = compress(databytes, comp)
-            infobytes = dumps((len(bids), bids[-1], maxweight, comp, length_to_byte(minlen),
-                               length_to_byte(maxlen)), 2)
-            blocklength = len(infobytes) + len(databytes)
+            data = encode_block(bids, bws, bvals if fixedsize != 0 else (), fixedsize,
+                                compression)
+            infobytes = block_info(len(bids), bids[-1], maxweight, minlen, maxlen)
+            blocklength = len(infobytes) + len(data)
             write(pack_int(-blocklength if last else blocklength))
             write(infobytes)
-            write(databytes)
+            write(data)
         info = pack_info(False, tweight, n, 0 if tminlen is None else length_to_byte(tminlen),
                          length_to_byte(tmaxlen), tmaxweight, ids[0], ids[-1])
         tindex_add(keyprefix + tbytes, info + pack_long(offset) + pack_int(tell() - offset))

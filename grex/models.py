@@ -146,6 +146,18 @@ class Thread:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    """What a search hit shows of a thread (without its reply tree)."""
+
+    thread_id: str
+    subject: str
+    first_date: datetime
+    last_date: datetime
+    message_count: int
+    participants: tuple[Address, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Quarantined:
     """A message that could not be taken in, with why. Its bytes are kept in the KB."""
 

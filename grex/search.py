@@ -4,38 +4,30 @@ Reading never takes a lock: a search opens the generation ``KB/index`` points at
 the last committed state; a commit or a rebuild swap racing the open shows up as an OSError
 and the open+search is retried (whoosh re-reads its table of contents without retrying).
 
-This module is on the search path: it imports Whoosh and grex's own light modules only
-(never spaCy or scikit-learn).
+Matching and ranking run over posting lists read as numpy arrays (grex.postings); this
+module groups the matching messages into threads and builds the hits.
+
+This module is on the search path: it imports Whoosh, numpy and grex's own light modules
+only (never spaCy or scikit-learn).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import heapq
 import re
 import threading
 import time
-from array import array
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import accumulate
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from whoosh import index as wix
 from whoosh import query as wq
-from whoosh.matching import (
-    FilterMatcher,
-    IntersectionMatcher,
-    NullMatcherClass,
-    UnionMatcher,
-    WrappingMatcher,
-)
-from whoosh.query.terms import MultiTerm
-from whoosh.scoring import BM25F, BM25FScorer, WeightLengthScorer
+from whoosh.scoring import BM25F
 from whoosh.util.times import long_to_datetime
 
 from grex.errors import IndexError_, QueryError
@@ -49,6 +41,7 @@ from grex.index import (
     read_meta,
     stem_term,
 )
+from grex.postings import EMPTY, Matcher, Segment, Unsupported, factorize, top
 from grex.query import ParsedQuery, analyze, parse_query
 
 SORTS = ("relevance", "newest", "oldest")
@@ -136,17 +129,20 @@ def _iso(d: datetime | None) -> str | None:
 
 
 class _Open:
-    """A cached open index + searcher for one generation directory."""
+    """A cached open index + searcher for one generation directory, with the arrays its
+    searches keep (segments' field lengths and dates; for a long-lived reader also the
+    thread of every document and the facet values)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.ix = wix.open_dir(str(path))
         self.searcher = self.ix.searcher(weighting=BM25F())
-        self.thread_ids: list[str] | None = None
+        self.thread_codes: np.ndarray | None = None  # docnum -> index into thread_names
+        self.thread_names: list[str] = []
         self.facet_values: list[Any] | None = None
-        self.dates: list[int] | None = None
-        self.lengths: dict[Any, dict[str, list[Any]]] = {}  # field lengths read
-        self.uses = 3 if LONG_LIVED[0] else 0  # >= 3: keep whole columns (see _thread_column)
+        self._dates: np.ndarray | None = None
+        self._segments: list[Segment] | None = None
+        self.uses = 3 if LONG_LIVED[0] else 0  # >= 3: keep whole columns (see _thread_codes)
         self.columns: dict[tuple[str, bool], Any] = {}
         self.lock = threading.Lock()
 
@@ -163,9 +159,29 @@ class _Open:
             self.columns[key] = reader
         return reader
 
+    def segments(self) -> list[Segment]:
+        if self._segments is None:
+            with self.lock:
+                if self._segments is None:
+                    self._segments = _segments_of(self.searcher)
+        return self._segments
+
+    def dates(self) -> np.ndarray:
+        """docnum -> raw (sortable) date, from the segments' date columns."""
+        if self._dates is None:
+            segs = self.segments()
+            self._dates = (np.concatenate([seg.dates() for seg in segs]) if segs
+                           else np.zeros(0, dtype=np.uint64))
+        return self._dates
+
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a reader whose files are gone
             self.searcher.close()
+
+
+def _segments_of(searcher: Any) -> list[Segment]:
+    subs = searcher.leaf_searchers() if searcher.subsearchers else [(searcher, 0)]
+    return [Segment(sub.reader(), offset) for sub, offset in subs]
 
 
 LONG_LIVED = [False]  # set by the search server: every reader it opens is long-lived
@@ -206,13 +222,9 @@ def warm(kb: Any) -> None:
 
     def fill(opened: _Open) -> None:
         opened.uses = max(opened.uses, 3)  # long-lived: keep what the searches read
-        with opened.lock:
-            if opened.thread_ids is None:
-                opened.thread_ids = list(opened.column("thread_id"))
-            if opened.facet_values is None:
-                opened.facet_values = list(opened.column("facets"))
-            if opened.dates is None:
-                opened.dates = list(opened.column("date", translate=False))
+        _thread_codes(opened, EMPTY)
+        _facet_column(opened)
+        opened.dates()
         opened.column("id")
 
     with_index(kb, fill)
@@ -250,13 +262,13 @@ def with_index(kb: Any, fn: Callable[[_Open], T]) -> T:
 # ------------------------------------------------------------------------------ doc sets
 
 
-_LOCAL = threading.local()  # .blocks: the posting blocks read by the running search
+_LOCAL = threading.local()  # .blocks: the postings read by the running search
 
 
 @contextlib.contextmanager
 def _block_cache() -> Iterator[None]:
-    """Within one search, each term's posting blocks are read and unpickled once (the
-    matching set, the ranking and the phrase check all walk them)."""
+    """Within one search, each term's postings are read once (the matching set, the
+    ranking and the phrase check all use them)."""
     outer = getattr(_LOCAL, "blocks", None)
     _LOCAL.blocks = {} if outer is None else outer
     try:
@@ -265,200 +277,17 @@ def _block_cache() -> Iterator[None]:
         _LOCAL.blocks = outer
 
 
-def _term_blocks(m: Any) -> list[tuple[Any, Any, Any]]:
-    """(ids, weights, values) of each posting block of a W3LeafMatcher (from its first
-    block: the matcher is reset), as its _read_ids / _read_weights / _read_values decode
-    them; cached for the running search. AttributeError / TypeError: not Whoosh 2.7's
-    leaf matcher."""
-    if type(m).__name__ != "W3LeafMatcher":
-        raise TypeError("not a W3LeafMatcher")
+def _matcher(searcher: Any, opened: _Open | None = None) -> Matcher:
+    segments = opened.segments() if opened is not None else _segments_of(searcher)
     cache = getattr(_LOCAL, "blocks", None)
-    key = (id(m._postfile), m._startoffset)
-    if cache is not None:
-        found = cache.get(key)
-        if found is not None:
-            return found
-    blocks = []
-    fixedsize = m._fixedsize
-    m.reset()
-    while m.is_active():
-        if m._data is None:
-            m._read_data()
-        ids, weights, values = m._data[0], m._data[1], m._data[2]
-        n = m._blocklength
-        if not m._byteids:
-            ids = tuple(accumulate(ids))  # whoosh's delta_decode, in C
-        if weights is None:
-            weights = array("f", (1.0 for _ in range(n)))
-        elif isinstance(weights, float):
-            weights = array("f", (weights for _ in range(n)))
-        if fixedsize == 0:
-            values = (None,) * n
-        elif fixedsize is not None and fixedsize > 0:
-            values = tuple(values[i:i + fixedsize] for i in range(0, len(values), fixedsize))
-        blocks.append((ids, weights, values))
-        m._next_block()
-    if cache is not None:
-        cache[key] = blocks
-    return blocks
-
-
-def _leaf_ids(m: Any) -> Iterable[int]:
-    """All ids of a posting matcher, a block at a time for Whoosh's own leaf matcher (its
-    generic all_ids() costs three method calls per document)."""
-    if isinstance(m, FilterMatcher):  # deletions: subtracted by the caller
-        m = m.child
-    if type(m).__name__ == "W3LeafMatcher":
-        try:
-            out: list[int] = []
-            for ids, _w, _v in _term_blocks(m):
-                out.extend(ids)
-            return out
-        except (AttributeError, TypeError):  # another whoosh version: the generic way
-            pass
-    return list(m.all_ids())
-
-
-def _segment_docset(q: wq.Query, s: Any) -> set[int]:
-    """The segment-local documents matching ``q`` (deleted ones included)."""
-    r = s.reader()
-    if isinstance(q, wq.Term):
-        try:
-            btext = s.schema[q.fieldname].to_bytes(q.text)
-        except (KeyError, ValueError):
-            return set()
-        if (q.fieldname, btext) not in r:
-            return set()
-        return set(_leaf_ids(r.postings(q.fieldname, btext)))
-    if isinstance(q, wq.Or):
-        out: set[int] = set()
-        for sub in q.subqueries:
-            out |= _segment_docset(sub, s)
-        return out
-    if isinstance(q, wq.And):
-        negative = [sub.query for sub in q.subqueries if isinstance(sub, wq.Not)]
-        positive = [sub for sub in q.subqueries if not isinstance(sub, wq.Not)]
-        if not positive:
-            return set(range(r.doc_count_all())) - _segment_docset(wq.Or(negative), s)
-        parts = sorted((_segment_docset(sub, s) for sub in positive), key=len)
-        out = parts[0]
-        for p in parts[1:]:
-            if not out:
-                break
-            out &= p
-        for sub in negative:
-            if not out:
-                break
-            out -= _segment_docset(sub, s)
-        return out
-    if isinstance(q, wq.AndNot):
-        return _segment_docset(q.a, s) - _segment_docset(q.b, s)
-    if isinstance(q, wq.Not):
-        return set(range(r.doc_count_all())) - _segment_docset(q.query, s)
-    if isinstance(q, wq.Every):
-        return set(range(r.doc_count_all()))
-    if isinstance(q, wq.ConstantScoreQuery):
-        return _segment_docset(q.child, s)
-    if isinstance(q, wq.Phrase):
-        found = _phrase_docset(q, s)
-        if found is not None:
-            return found
-    if isinstance(q, wq.NumericRange):  # a union of tiered term ranges
-        simple = q.simplify(r)
-        if simple is not q and simple != q:
-            return _segment_docset(simple, s)
-    if isinstance(q, MultiTerm):  # prefixes, wildcards, term ranges: their terms' postings
-        try:
-            fieldname = q.field()
-            out = set()
-            for btext in q._btexts(r):
-                out.update(_leaf_ids(r.postings(fieldname, btext)))
-            return out
-        except (AttributeError, TypeError, ValueError):
-            pass  # another whoosh version: the generic way below
-    return set(q.docs(s))
-
-
-def _phrase_docset(q: wq.Phrase, s: Any) -> set[int] | None:
-    """The documents holding the phrase: the documents with all its words (posting blocks,
-    as for terms), then their positions checked for those only. Whoosh's phrase matcher
-    (SpanNear2, ordered, slop 1) finds the same set through generic span matchers, one
-    document at a time. None: not the plain case (a slop, a field without positions)."""
-    if q.slop != 1 or not q.words:
-        return None
-    r = s.reader()
-    fieldname = q.fieldname
-    try:
-        field = s.schema[fieldname]
-    except KeyError:
-        return set()
-    if not field.format or not field.format.supports("positions"):
-        return None
-    try:
-        btexts = [field.to_bytes(w) for w in q.words]
-    except ValueError:
-        return set()
-    if any((fieldname, b) not in r for b in btexts):
-        return set()
-    try:
-        parts = sorted((set(_leaf_ids(r.postings(fieldname, b))) for b in set(btexts)),
-                       key=len)
-        candidates = parts[0]
-        for part in parts[1:]:
-            candidates &= part
-        if len(btexts) == 1 or not candidates:
-            return candidates
-        found = _adjacent(r, fieldname, btexts, candidates)
-        cache = getattr(_LOCAL, "blocks", None)
-        if cache is not None:  # every document of the segment with the phrase
-            cache[("phrase", id(r), fieldname, tuple(btexts))] = found
-        return set(found)
-    except (AttributeError, TypeError):  # another whoosh version: the generic way
-        return None
-
-
-def _adjacent(r: Any, fieldname: str, btexts: Sequence[bytes], candidates: Iterable[int]
-              ) -> set[int]:
-    """The candidates (documents holding every word) where the words stand in a row:
-    Whoosh's phrase rule (SpanNear2, ordered, slop 1, mindist 1)."""
-    wanted = set(candidates)
-    positions: list[dict[int, Any]] = []
-    for b in btexts:
-        m = r.postings(fieldname, b)
-        m = m.child if isinstance(m, FilterMatcher) else m
-        decode = m.format.decode_as
-        found: dict[int, Any] = {}
-        for ids, _w, values in _term_blocks(m):
-            for d, v in zip(ids, values, strict=True):
-                if d in wanted:
-                    found[d] = v
-        positions.append({d: decode("positions", v) for d, v in found.items()})
-    out: set[int] = set()
-    first = positions[0]
-    rest = positions[1:]
-    for d in wanted:
-        if d not in first or any(d not in later for later in rest):
-            continue
-        sets = [set(later[d]) for later in rest]
-        for p in first[d]:
-            if all(p + i in later for i, later in enumerate(sets, 1)):
-                out.add(d)
-                break
-    return out
+    return Matcher(searcher, segments, {} if cache is None else cache)
 
 
 def docset(searcher: Any, q: wq.Query) -> list[int]:
-    """Global document numbers matching ``q``: the same set as
-    ``searcher.docs_for_query(q)``, computed with set operations over posting blocks."""
-    subs = searcher.subsearchers or [(searcher, 0)]
-    out: list[int] = []
-    for s, offset in subs:
-        ids = _segment_docset(q, s)
-        deleted = s.reader().deleted_docs_set if s.reader().has_deletions() else None
-        if deleted:
-            ids -= set(deleted)
-        out.extend(sorted(d + offset for d in ids) if offset else sorted(ids))
-    return out
+    """Global document numbers matching ``q``, ascending: the same set as
+    ``searcher.docs_for_query(q)`` without deleted documents, computed with set operations
+    over posting lists (grex.postings)."""
+    return _matcher(searcher).docset(q).tolist()
 
 
 # --------------------------------------------------------------------------------- snippets
@@ -487,8 +316,13 @@ def snippet_for(text: str, terms: frozenset[str], prefixes: frozenset[str] = fro
         # every snippet cost more than the search itself)
         heads = sorted({t[:3] for t in terms} | {p[:3] for p in prefixes}, key=len,
                        reverse=True)
-        folded = fold(text)
-        source = folded if len(folded) == len(text) else text
+        # the pattern ignores case: only accents need folding (and only where folding
+        # keeps the offsets)
+        if text.isascii():
+            source = text
+        else:
+            folded = fold(text)
+            source = folded if len(folded) == len(text) else text
         pattern = _candidates(tuple(heads))
         for m in pattern.finditer(source):
             start, end = m.start(), m.end()
@@ -594,6 +428,7 @@ def search(
 
     def run(opened: _Open) -> SearchResult:
         s = opened.searcher
+        opened.uses += 1
         if messages:
             total, hits, matched = _message_hits(opened, parsed, limit, offset, sort)
         else:
@@ -638,200 +473,78 @@ def _date_of(fields: dict[str, Any]) -> datetime | None:
     return d.replace(tzinfo=UTC) if isinstance(d, datetime) and d.tzinfo is None else d
 
 
-def _ranked(s: Any, parsed: ParsedQuery, matched: list[int], k: int,
-            opened: _Open | None = None) -> list[tuple[int, float]]:
-    """The best ``k`` matching documents by relevance, as (docnum, score).
-
-    Whoosh scores only the query's words (``parsed.scoring``), restricted to the matching
-    set computed already: dates, labels, flags and negations filter without being dragged
-    through Whoosh's matchers (a date range is a union of hundreds of numeric terms).
-    Matching documents without a scored word (``a OR date:..``) come after, newest first.
-    """
-    return _ranker(s, parsed, matched, opened)(k)
+def _match(m: Matcher, q: wq.Query) -> tuple[list[np.ndarray], np.ndarray]:
+    """(a mask of the matching documents per segment, their global numbers ascending)."""
+    masks = m.masks(q)
+    parts = [np.flatnonzero(mask) + seg.offset for mask, seg in zip(masks, m.segments,
+                                                                    strict=True)]
+    return masks, (np.concatenate(parts) if parts else EMPTY)
 
 
-def _ranker(s: Any, parsed: ParsedQuery, matched: list[int], opened: _Open | None = None
-            ) -> Callable[[int], list[tuple[int, float]]]:
-    """k -> the best k matching documents (see _ranked); scores are computed once."""
-    if parsed.scoring is None:
-        return lambda k: []
-    lengths = opened.lengths if opened is not None and opened.uses >= 3 else None
+def _scored(m: Matcher, q: wq.Query | None, masks: list[np.ndarray],
+            matched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(global docnums ascending, scores) of the matching documents that the ranking
+    query ``q`` scores (BM25F over posting lists, grex.postings). Dates, labels, flags and
+    negations filter without taking part: they are in the matching set only. A query the
+    arrays can't score is ranked by Whoosh, restricted to the matching set."""
+    if q is None or not len(matched):
+        return EMPTY, np.zeros(0)
     try:
-        scores = _bulk_scores(s, parsed.scoring, matched, lengths)
-    except _Unsupported:
-        allowed = set(matched)
-        return lambda k: [(h.docnum, float(h.score or 0.0))
-                          for h in s.search(parsed.scoring, limit=k, filter=allowed)
-                          ] if k > 0 else []
-    return lambda k: heapq.nsmallest(k, scores.items(), key=lambda dv: (-dv[1], dv[0]))
+        parts = m.scores(q, masks)
+    except Unsupported:
+        hits = m.searcher.search(q, limit=None, filter=set(matched.tolist()))
+        pairs = sorted((h.docnum, float(h.score or 0.0)) for h in hits)
+        return (np.array([d for d, _ in pairs], dtype=np.int64),
+                np.array([v for _, v in pairs], dtype=np.float64))
+    ids = [p_ids + seg.offset if seg.offset else p_ids
+           for (p_ids, _sc), seg in zip(parts, m.segments, strict=True)]
+    return np.concatenate(ids), np.concatenate([sc for _ids, sc in parts])
 
 
-class _Unsupported(Exception):
-    """A matcher _bulk_ranked does not know: let Whoosh rank."""
+def _ranked(s: Any, q: wq.Query, matched: Sequence[int], k: int) -> list[tuple[int, float]]:
+    """The best ``k`` of the ``matched`` documents by ``q``'s score, as (docnum, score),
+    highest score first, then lowest docnum: what ``s.search(q, limit=k,
+    filter=set(matched))`` returns (up to float rounding in sums, see grex.postings)."""
+    with _block_cache():
+        m = _matcher(s)
+        wanted = np.array(sorted(set(matched)), dtype=np.int64)
+        masks = []
+        for seg in m.segments:
+            lo, hi = np.searchsorted(wanted, [seg.offset, seg.offset + seg.doccount])
+            mask = np.zeros(seg.doccount, dtype=bool)
+            mask[wanted[lo:hi] - seg.offset] = True
+            masks.append(mask)
+        ids, scores = _scored(m, q, masks, wanted)
+    pick = top(ids, scores, k)
+    return list(zip(ids[pick].tolist(), scores[pick].tolist(), strict=True))
 
 
-def _bulk_ranked(s: Any, q: wq.Query, matched: list[int], k: int,
-                 lengths: dict[Any, dict[str, list[Any]]] | None = None
-                 ) -> list[tuple[int, float]]:
-    """What ``s.search(q, limit=k, filter=set(matched))`` returns (see _bulk_scores)."""
-    scores = _bulk_scores(s, q, matched, lengths)
-    return heapq.nsmallest(k, scores.items(), key=lambda dv: (-dv[1], dv[0]))
-
-
-def _bulk_scores(s: Any, q: wq.Query, matched: list[int],
-                 lengths: dict[Any, dict[str, list[Any]]] | None = None
-                 ) -> dict[int, float]:
-    """docnum -> score of every matching document the scoring query ``q`` matches,
-    computed a posting block at a time instead of a document at a time.
-
-    Whoosh's collector walks its matcher tree document by document (a dozen Python calls
-    per document and tree node for a word searched in seven fields); here the same tree,
-    built by Whoosh for the same searcher and context, is evaluated bottom-up over
-    dictionaries: a leaf's scores come from the same scorer with the same weight and
-    field length, a union adds its two sides where both match, an intersection adds them
-    where both match, a wrapper multiplies by its boost. Each document's score is the
-    same sum in the same grouping, so the floats, and the order (score, then docnum), are
-    Whoosh's. Raises _Unsupported for other matchers (phrases, ...). ``lengths``: field
-    lengths read so far, per segment and field (a long-lived reader keeps them).
-
-    Whoosh's own top-k collector can miss a document: it drops parts of the matcher tree
-    whose bound (from lossily encoded field lengths) falls below the k-th score, and some
-    documents do score above their bound; here every matching document is scored, so the
-    top k are exactly the first k of Whoosh's unlimited ranking."""
-    context = s.context()
-    scores: dict[int, float] = {}
-    remaining = sorted(matched)
-    pos = 0
-    for sub, offset in s.leaf_searchers():
-        end = offset + sub.doc_count_all()
-        local: set[int] = set()
-        while pos < len(remaining) and remaining[pos] < end:
-            local.add(remaining[pos] - offset)
-            pos += 1
-        if not local:
-            continue
-        memo = None if lengths is None else lengths.setdefault(id(sub.reader()), {})
-        found = _tree_scores(q.matcher(sub, context), local, memo, sub.reader())
-        if offset:
-            scores.update((d + offset, v) for d, v in found.items())
-        else:
-            scores.update(found)
-    return scores
-
-
-def _tree_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None,
-                 reader: Any = None) -> dict[int, float]:
-    cls = type(m)
-    if cls is UnionMatcher:
-        a = _tree_scores(m.a, docs, lengths, reader)
-        b = _tree_scores(m.b, docs, lengths, reader)
-        out = dict(a)
-        for d, v in b.items():
-            x = out.get(d)
-            out[d] = v if x is None else x + v
-        return out
-    if cls is IntersectionMatcher:
-        a = _tree_scores(m.a, docs, lengths, reader)
-        if not a:
-            return a
-        b = _tree_scores(m.b, docs, lengths, reader)
-        return {d: v + b[d] for d, v in a.items() if d in b}
-    if cls is WrappingMatcher or cls is FilterMatcher:
-        inner = _tree_scores(m.child, docs, lengths, reader)
-        if cls is FilterMatcher:
-            ids = m._ids
-            inner = ({d: v for d, v in inner.items() if d not in ids} if m._exclude
-                     else {d: v for d, v in inner.items() if d in ids})
-        boost = m.boost
-        return {d: v * boost for d, v in inner.items()}
-    if isinstance(m, NullMatcherClass):
-        return {}
-    if cls.__name__ == "W3LeafMatcher":
-        return _leaf_scores(m, docs, lengths)
-    if cls.__name__ == "SpanNear2Matcher" and reader is not None:
-        # a phrase: scored as the intersection of its words (Whoosh: the wrapped
-        # IntersectionMatcher's score times the boost), kept where the words stand in a row
-        if (m.slop, m.ordered, m.mindist) != (1, True, 1) or \
-                getattr(cls, "score", None) is not WrappingMatcher.score:
-            raise _Unsupported("span options")
-        terms = []
-        for leaf in m.ms:
-            leaf = leaf.child if type(leaf) is FilterMatcher else leaf
-            term = getattr(leaf, "_term", None)
-            if type(leaf).__name__ != "W3LeafMatcher" or not term:
-                raise _Unsupported("phrase leaf")
-            terms.append(term)
-        if len({f for f, _b in terms}) != 1:
-            raise _Unsupported("phrase over fields")
-        inner = _tree_scores(m.child, docs, lengths, reader)
-        cache = getattr(_LOCAL, "blocks", None) or {}
-        phrase_docs = cache.get(("phrase", id(reader), terms[0][0], tuple(b for _f, b in terms)))
-        keep = (phrase_docs.intersection(inner) if phrase_docs is not None
-                else _adjacent(reader, terms[0][0], [b for _f, b in terms], inner))
-        boost = m.boost
-        return {d: inner[d] * boost for d in keep}
-    raise _Unsupported(cls.__name__)
-
-
-def _leaf_scores(m: Any, docs: set[int], lengths: dict[str, list[Any]] | None
-                 ) -> dict[int, float]:
-    scorer = m.scorer
-    if scorer is None or type(scorer).score is not WeightLengthScorer.score or \
-            not hasattr(scorer, "dfl"):
-        raise _Unsupported(type(scorer).__name__)
-    score, dfl = scorer._score, scorer.dfl
-    bm25 = type(scorer) is BM25FScorer
-    if bm25:  # whoosh.scoring.bm25, inline: the same expression, so the same floats
-        idf, avgfl, b, k1 = scorer.idf, scorer.avgfl, scorer.B, scorer.K1
-        k1p, omb = k1 + 1, 1 - b
-    # field lengths: one column read per document; a long-lived reader keeps them
-    memo = None
-    term = getattr(m, "_term", None)
-    if lengths is not None and term:
-        memo = lengths.get(term[0])
-        if memo is None:
-            memo = lengths[term[0]] = [None] * (max(docs) + 1 if docs else 0)
-        elif len(memo) <= max(docs):
-            memo.extend([None] * (max(docs) + 1 - len(memo)))
-    out: dict[int, float] = {}
-    try:
-        blocks = _term_blocks(m)
-    except (AttributeError, TypeError) as exc:  # another whoosh version
-        raise _Unsupported(str(exc)) from None
-    for ids, weights, _values in blocks:
-        for d, w in zip(ids, weights, strict=True):
-            if d in docs:
-                if memo is None:
-                    fl = dfl(d)
-                else:
-                    fl = memo[d]
-                    if fl is None:
-                        fl = memo[d] = dfl(d)
-                out[d] = (idf * ((w * k1p) / (w + k1 * (omb + b * fl / avgfl)))
-                          if bm25 else score(w, fl))
-    return out
-
-
-def _by_date(opened: _Open, docs: Iterable[int], *, newest: bool) -> list[int]:
-    dates = _dates(opened)
-    return sorted(docs, key=lambda d: (dates[d], d), reverse=newest)
+def _newest_first(docs: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    """``docs`` by (date, docnum), newest first."""
+    return docs[np.lexsort((docs, dates[docs]))[::-1]]
 
 
 def _message_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int,
-                  sort: str) -> tuple[int, list[SearchHit], list[int]]:
+                  sort: str) -> tuple[int, list[SearchHit], np.ndarray]:
     s = opened.searcher
-    opened.uses += 1
-    matched = docset(s, parsed.query)
+    m = _matcher(s, opened)
+    masks, matched = _match(m, parsed.query)
     total = len(matched)
     want = offset + limit
+    dates = opened.dates()
+    page: list[tuple[int, float]]
     if sort == "relevance":
-        page = _ranked(s, parsed, matched, want, opened)
-        if len(page) < want and len(page) < total:
-            seen = {d for d, _ in page}
-            rest = _by_date(opened, (d for d in matched if d not in seen), newest=True)
-            page += [(d, 0.0) for d in rest[:want - len(page)]]
+        sids, scores = _scored(m, parsed.scoring, masks, matched)
+        pick = top(sids, scores, want)
+        page = list(zip(sids[pick].tolist(), scores[pick].tolist(), strict=True))
+        if len(page) < want and len(page) < total:  # no scored word: newest first
+            rest = np.setdiff1d(matched, sids, assume_unique=True)
+            page += [(d, 0.0) for d in _newest_first(rest, dates)[:want - len(page)].tolist()]
     else:
-        page = [(d, 0.0) for d in _by_date(opened, matched, newest=sort == "newest")[:want]]
+        ordered = _newest_first(matched, dates)
+        if sort == "oldest":
+            ordered = ordered[::-1]
+        page = [(d, 0.0) for d in ordered[:want].tolist()]
     hits = []
     for docnum, score in page[offset:want] if limit else []:
         stored = s.stored_fields(docnum)
@@ -854,19 +567,6 @@ def _message_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int,
     return total, hits, matched
 
 
-def _dates(opened: _Open) -> Any:
-    """docnum -> the raw (sortable) date: the column, or for a long-lived reader (third
-    search on it) the whole column as a list (a column read costs microseconds; sorting
-    thousands of matches by date reads thousands)."""
-    if opened.dates is None and opened.uses >= 3:
-        with opened.lock:
-            if opened.dates is None:
-                opened.dates = list(opened.column("date", translate=False))
-    if opened.dates is not None:
-        return opened.dates
-    return opened.column("date", translate=False)
-
-
 def _names(stored: dict[str, Any]) -> list[str]:
     out: list[str] = []
     for key in ("from", "to", "cc"):
@@ -877,103 +577,119 @@ def _names(stored: dict[str, Any]) -> list[str]:
     return out
 
 
-def _thread_column(opened: _Open, docnums: list[int]) -> dict[int, str]:
-    """docnum -> thread id for the matching documents. One lookup per document (about a
-    microsecond) in a fresh process; a long-lived reader (third search on it) keeps the
-    whole column, whose first read costs about 4 us per document of the index."""
-    opened.uses += 1
-    if opened.thread_ids is None and opened.uses >= 3:
+def _thread_codes(opened: _Open, docnums: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(codes, names): the thread of each of ``docnums`` is ``names[code]``. A fresh
+    reader looks up the matching documents only (about a microsecond each); a long-lived
+    one (third search on it) numbers the whole thread-id column once (about 4 us per
+    document of the index) and then only indexes that array."""
+    if opened.thread_codes is None and opened.uses >= 3:
         with opened.lock:
-            if opened.thread_ids is None:
-                opened.thread_ids = list(opened.column("thread_id"))
-    if opened.thread_ids is not None:
-        col = opened.thread_ids
-        return {d: col[d] for d in docnums}
+            if opened.thread_codes is None:
+                codes, names = factorize(list(opened.column("thread_id")))
+                opened.thread_names = names
+                opened.thread_codes = codes
+    if opened.thread_codes is not None:
+        return opened.thread_codes[docnums], opened.thread_names
     creader = opened.column("thread_id")
-    return {d: creader[d] for d in docnums}
+    return factorize([creader[d] for d in docnums.tolist()])
 
 
 def _thread_hits(opened: _Open, parsed: ParsedQuery, limit: int, offset: int, sort: str,
-                 conn: Any) -> tuple[int, list[SearchHit], list[int]]:
+                 conn: Any) -> tuple[int, list[SearchHit], np.ndarray]:
     s = opened.searcher
-    matched = docset(s, parsed.query)
-    if not matched:
-        return 0, [], []
-    tid_of = _thread_column(opened, matched)
-    by_thread: dict[str, list[int]] = defaultdict(list)
-    for d in matched:
-        by_thread[tid_of[d]].append(d)
-    total = len(by_thread)
+    m = _matcher(s, opened)
+    masks, matched = _match(m, parsed.query)
+    if not len(matched):
+        return 0, [], matched
+    codes, names = _thread_codes(opened, matched)
+    total = len(np.unique(codes))
     want = offset + limit
-    best: dict[str, tuple[int, float]] = {}  # thread -> (docnum, score) of its best message
-    order: list[str] = []
-    raw_dates = _dates(opened)
+    dates = opened.dates()
+    best: dict[int, tuple[int, float]] = {}  # thread code -> (docnum, score) of its best
+    order: list[int] = []
     if sort == "relevance":
+        sids, scores = _scored(m, parsed.scoring, masks, matched)
+        scodes = codes[np.searchsorted(matched, sids)]
         k = max(want * 3, 30)
-        rank = _ranker(s, parsed, matched, opened)
-        while True:
-            ranked = rank(k)
+        while len(sids):
+            pick = top(sids, scores, k)
             best.clear()
             order.clear()
-            for docnum, score in ranked:
-                tid = tid_of[docnum]
-                if tid not in best:
-                    best[tid] = (docnum, score)
-                    order.append(tid)
+            for c, d, v in zip(scodes[pick].tolist(), sids[pick].tolist(),
+                               scores[pick].tolist(), strict=True):
+                if c not in best:
+                    best[c] = (d, v)
+                    order.append(c)
                     if len(order) >= want:
                         break
-            if len(order) >= want or len(ranked) < k or k >= len(matched):
+            if len(order) >= want or len(pick) < k or k >= len(sids):
                 break
             k *= 4
         if len(order) < min(want, total):  # threads with no scored word: newest first
-            newest_doc: dict[str, tuple[int, int]] = {}
-            for tid, docs in by_thread.items():
-                if tid not in best:
-                    d = max(docs, key=lambda x: (raw_dates[x], x))
-                    newest_doc[tid] = (raw_dates[d], d)
-            for tid in sorted(newest_doc, key=lambda t: newest_doc[t], reverse=True):
-                best[tid] = (newest_doc[tid][1], 0.0)
-                order.append(tid)
-                if len(order) >= want:
-                    break
+            rest = ~np.isin(codes, np.array(list(best), dtype=np.int64))
+            tcodes, tdocs = _per_thread(codes[rest], matched[rest], dates, newest=True)
+            for i in _newest_first(np.arange(len(tdocs)), dates[tdocs])[:want - len(order)]:
+                c = int(tcodes[i])
+                best[c] = (int(tdocs[i]), 0.0)
+                order.append(c)
     else:
         newest = sort == "newest"
-        key_of: dict[str, Any] = {}
-        for tid, docs in by_thread.items():
-            ds = [(raw_dates[d], d) for d in docs]
-            pick = max(ds) if newest else min(ds)
-            key_of[tid] = pick[0]
-            best[tid] = (pick[1], 0.0)
-        order = sorted(by_thread, key=lambda t: (key_of[t], t), reverse=newest)
+        tcodes, tdocs = _per_thread(codes, matched, dates, newest=newest)
+        keys = dates[tdocs]
+        if len(keys) > want:  # the page's threads, ties at its edge included
+            edge = np.sort(keys)[::-1][want - 1] if newest else np.sort(keys)[want - 1]
+            near = np.flatnonzero(keys >= edge if newest else keys <= edge)
+        else:
+            near = np.arange(len(keys))
+        chosen = sorted(((int(keys[i]), names[int(tcodes[i])], int(tcodes[i]), int(tdocs[i]))
+                         for i in near.tolist()), reverse=newest)
+        for _key, _name, c, d in chosen[:want]:
+            best[c] = (d, 0.0)
+            order.append(c)
     page = order[offset:offset + limit] if limit else []
     ids = opened.column("id")
-    hits = [_thread_hit(opened, parsed, tid, by_thread[tid], best[tid], conn, ids, raw_dates)
-            for tid in page]
+    summaries = _catalog_threads(conn, [names[c] for c in page])
+    on_page = np.isin(codes, np.array(page, dtype=np.int64))
+    page_codes, page_docs = codes[on_page], matched[on_page]
+    hits = [_thread_hit(opened, parsed, names[c], page_docs[page_codes == c], best[c],
+                        summaries.get(names[c]), ids, dates) for c in page]
     return total, hits, matched
 
 
-def _thread_hit(opened: _Open, parsed: ParsedQuery, tid: str, docs: list[int],
-                best: tuple[int, float], conn: Any, ids: Any, raw_dates: Any) -> SearchHit:
+def _per_thread(codes: np.ndarray, docs: np.ndarray, dates: np.ndarray, *, newest: bool
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(thread codes, the newest / oldest of ``docs`` in each thread, by (date, docnum))."""
+    if not len(docs):
+        return codes, docs
+    o = np.lexsort((docs, dates[docs], codes))
+    c = codes[o]
+    edges = np.flatnonzero(np.r_[c[1:] != c[:-1], True] if newest
+                           else np.r_[True, c[1:] != c[:-1]])
+    return c[edges], docs[o][edges]
+
+
+def _thread_hit(opened: _Open, parsed: ParsedQuery, tid: str, docs: np.ndarray,
+                best: tuple[int, float], thread: Any, ids: Any, dates: np.ndarray
+                ) -> SearchHit:
     s = opened.searcher
-    ordered = sorted(docs, key=lambda d: (raw_dates[d], d))  # oldest first, from columns
-    top = s.stored_fields(best[0])
-    snippet, spans = _snippet(top, parsed)
-    first = long_to_datetime(raw_dates[ordered[0]]).replace(tzinfo=UTC)
-    last = long_to_datetime(raw_dates[ordered[-1]]).replace(tzinfo=UTC)
+    ordered = docs[np.lexsort((docs, dates[docs]))].tolist()  # oldest first
+    top_fields = s.stored_fields(best[0])
+    snippet, spans = _snippet(top_fields, parsed)
+    first = long_to_datetime(int(dates[ordered[0]])).replace(tzinfo=UTC)
+    last = long_to_datetime(int(dates[ordered[-1]])).replace(tzinfo=UTC)
     subject, total_messages, participants = "", 0, []
-    thread = _catalog_thread(conn, tid)
-    if thread is not None:
+    if thread is not None:  # the catalog's ThreadSummary
         subject = thread.subject or ""
         first, last = thread.first_date, thread.last_date
-        total_messages = len(thread.message_ids)
+        total_messages = thread.message_count
         participants = [a.label for a in thread.participants]
     if not participants:  # no catalog at hand: the names on a few matching messages
         for d in [best[0], *ordered[:4]]:
-            for n in _names(s.stored_fields(d) if d != best[0] else top):
+            for n in _names(s.stored_fields(d) if d != best[0] else top_fields):
                 if n not in participants:
                     participants.append(n)
     if not subject:
-        subject = (s.stored_fields(ordered[0]) if ordered[0] != best[0] else top).get(
+        subject = (s.stored_fields(ordered[0]) if ordered[0] != best[0] else top_fields).get(
             "subject", "")
     return SearchHit(
         thread_id=tid,
@@ -985,39 +701,44 @@ def _thread_hit(opened: _Open, parsed: ParsedQuery, tid: str, docs: list[int],
         first_date=first,
         last_date=last,
         participants=tuple(participants),
-        topics=tuple(top.get("topics") or ()),
+        topics=tuple(top_fields.get("topics") or ()),
         total_messages=total_messages,
     )
 
 
-def _catalog_thread(conn: Any, tid: str) -> Any:
-    if conn is None:
-        return None
+def _catalog_threads(conn: Any, tids: list[str]) -> dict[str, Any]:
+    """thread id -> the catalog's ThreadSummary, for the threads of a page (one query)."""
+    if conn is None or not tids:
+        return {}
     try:
         from grex import store  # noqa: PLC0415
-        return store.get_thread(conn, tid)
+        return store.thread_summaries(conn, tids)
     except Exception:  # noqa: BLE001 - the catalog may be ahead of / behind the index
-        return None
+        return {}
 
 
 # ----------------------------------------------------------------------------------- facets
 
 
-def _facets(opened: _Open, matched: list[int], names: Sequence[str], *,
-            by_thread: bool) -> dict[str, tuple[tuple[str, int], ...]]:
-    if not matched:
-        return {name: () for name in names}
-    col = opened.column("facets")
-    if opened.facet_values is None and opened.uses >= 3:  # a long-lived reader: keep all
+def _facet_column(opened: _Open) -> Any:
+    """docnum -> facet values: the column, or for a long-lived reader the whole of it."""
+    if opened.facet_values is None and opened.uses >= 3:
         with opened.lock:
             if opened.facet_values is None:
-                opened.facet_values = list(col)
-    if opened.facet_values is not None:
-        col = opened.facet_values
-    tid_of = _thread_column(opened, matched) if by_thread else {}
+                opened.facet_values = list(opened.column("facets"))
+    return opened.facet_values if opened.facet_values is not None else opened.column("facets")
+
+
+def _facets(opened: _Open, matched: np.ndarray, names: Sequence[str], *,
+            by_thread: bool) -> dict[str, tuple[tuple[str, int], ...]]:
+    if not len(matched):
+        return {name: () for name in names}
+    col = _facet_column(opened)
+    docs = matched.tolist()
+    units = _thread_codes(opened, matched)[0].tolist() if by_thread else docs
     counts: dict[str, dict[str, set[Any]]] = {n: {} for n in names}
     display: dict[str, dict[str, str]] = {n: {} for n in names}
-    rows = [(tid_of[d] if by_thread else d, col[d]) for d in matched]
+    rows = [(unit, col[d]) for unit, d in zip(units, docs, strict=True)]
     for name in names:
         count, shown = counts[name], display[name]
         for unit, values in rows:
@@ -1025,11 +746,11 @@ def _facets(opened: _Open, matched: list[int], names: Sequence[str], *,
                 continue
             for v in values.get(name, ()) or ():
                 key = v.casefold()
-                units = count.get(key)
-                if units is None:
-                    count[key] = units = set()
+                unitset = count.get(key)
+                if unitset is None:
+                    count[key] = unitset = set()
                     shown[key] = v
-                units.add(unit)
+                unitset.add(unit)
     out = {}
     for name in names:
         ranked = sorted(counts[name].items(), key=lambda kv: (-len(kv[1]), kv[0]))
@@ -1136,8 +857,10 @@ def matching_threads(kb: Any, query: str, *, conn: Any = None,
     parsed = parse_query(query, now=now, resolve_thread=_thread_resolver(conn))
 
     def run(opened: _Open) -> set[str]:
-        matched = docset(opened.searcher, parsed.query)
-        return set(_thread_column(opened, matched).values())
+        with _block_cache():
+            _masks, matched = _match(_matcher(opened.searcher, opened), parsed.query)
+        codes, names = _thread_codes(opened, matched)
+        return {names[c] for c in set(codes.tolist())}
 
     return with_index(kb, run)
 

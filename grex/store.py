@@ -50,6 +50,7 @@ from grex.models import (
     RawMessage,
     Thread,
     ThreadNode,
+    ThreadSummary,
 )
 from grex.threads import Link, build_threads, thread_id_for
 
@@ -975,6 +976,32 @@ def get_thread(conn: sqlite3.Connection, thread_id: str) -> Thread | None:
         return None
     row = conn.execute("SELECT * FROM threads WHERE thread_id = ?", (tid,)).fetchone()
     return _thread_from_row(conn, row) if row else None
+
+
+def thread_summaries(conn: sqlite3.Connection, thread_ids: Sequence[str]
+                     ) -> dict[str, ThreadSummary]:
+    """Subject, dates, message count and participants of each of ``thread_ids`` that the
+    catalog knows (one query; an id merged away resolves to the thread it went into)."""
+    out: dict[str, ThreadSummary] = {}
+    wanted = list(dict.fromkeys(thread_ids))
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i:i + 500]
+        for r in conn.execute(
+                "SELECT thread_id, subject, first_date, last_date, message_count, "
+                f"participants_json FROM threads WHERE thread_id IN ({','.join('?' * len(chunk))})",
+                chunk):
+            out[r[0]] = ThreadSummary(
+                thread_id=r[0], subject=r[1], first_date=datetime.fromtimestamp(r[2], UTC),
+                last_date=datetime.fromtimestamp(r[3], UTC), message_count=r[4],
+                participants=tuple(Address(n, a) for n, a in json.loads(r[5])))
+    for tid in wanted:
+        if tid not in out:  # merged away since the index saw it, or not in the catalog
+            live = resolve_thread_id(conn, tid)
+            if live is not None and live != tid:
+                found = thread_summaries(conn, [live]).get(live)
+                if found is not None:
+                    out[tid] = found
+    return out
 
 
 def iter_threads(conn: sqlite3.Connection, *, order: str = "last_date DESC",

@@ -146,28 +146,55 @@ def notmuch_new(env: dict[str, str]) -> float:
     return time.perf_counter() - t
 
 
-def build_scaled(kb11: store.KB, conn: Any, kb_big: Path, scale: int, procs: int) -> dict:
-    """The corpus ``scale`` times under new ids, straight into a KB's index."""
+def _scaled_part(kb11_path: str, dest: str, copies: list[int]) -> int:
+    """Index ``copies`` of the corpus (new ids per copy) into a new index at ``dest`` with
+    grex's BulkWriter (a segment whenever the held postings are near the memory limit)."""
     from whoosh import index as wix
 
-    big = store.KB.init(kb_big)
-    gen = gi._new_generation(big.path)
-    ix = wix.create_in(str(gen), gi.make_schema())
-    kwargs: dict[str, Any] = {"limitmb": 256}
-    if procs > 1:
-        kwargs.update(procs=procs, multisegment=True)
-    w = ix.writer(**kwargs)
+    from grex.index_bulk import BulkWriter
+
+    conn = store.KB.open(Path(kb11_path)).connect(readonly=True)
     tids = dict(conn.execute("SELECT message_id, thread_id FROM messages").fetchall())
-    t = time.perf_counter()
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    ix = wix.create_in(dest, gi.make_schema())
+    w = gi._writer(ix, cls=BulkWriter, limitmb=256)
     n = 0
-    for copy in range(scale):
+    for copy in copies:
         for msg in store.iter_messages(conn):
             m = replace(msg, message_id=f"{msg.message_id}.x{copy}")
             doc = gi.message_document(m, thread_id=f"{tids.get(msg.message_id)}.x{copy}")
             gi.validate_document(doc)
             w.add_document(**doc)
             n += 1
-    w.commit()
+            if w.full:
+                w.commit(merge=False)
+                w = gi._writer(ix, cls=BulkWriter, limitmb=256)
+    w.commit(merge=False)
+    ix.close()
+    conn.close()
+    return n
+
+
+def build_scaled(kb11: store.KB, conn: Any, kb_big: Path, scale: int, procs: int) -> dict:
+    """The corpus ``scale`` times under new ids, straight into a KB's index: ``procs``
+    processes each write their share of the copies with the BulkWriter (as `grex reindex`
+    does), then the parts' segments are listed in one table of contents."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from whoosh import index as wix
+
+    big = store.KB.init(kb_big)
+    gen = gi._new_generation(big.path)
+    shares = [list(range(scale))[i::procs] for i in range(procs)]
+    parts = [gen / f"part-{i}" for i in range(1, procs)]
+    t = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=max(1, procs - 1),
+                             mp_context=gi._mp_context()) as pool:
+        futures = [pool.submit(_scaled_part, str(kb11.path), str(part), share)
+                   for part, share in zip(parts, shares[1:], strict=True)]
+        n = _scaled_part(str(kb11.path), str(gen), shares[0])
+        n += sum(f.result() for f in futures)
+    gi._join_parts(wix, gen, parts)
     secs = time.perf_counter() - t
     ix = wix.open_dir(str(gen))
     count = ix.doc_count()
