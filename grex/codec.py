@@ -14,12 +14,15 @@ before) and changes only the block data, to three separately compressed parts:
     header   struct "<BIII": flags, byte length of the ids, weights and values parts
     ids      uint32 little-endian, delta-coded from 0 within the block
     weights  nothing (all 1.0), one float32 (all equal), or one float32 per posting
-    values   nothing (fixed size 0), the values joined (fixed size), or uint32 lengths
-             followed by the values joined (variable size: positions)
+    values   nothing (fixed size 0); the values joined (fixed size); for Whoosh's
+             Positions format, uint32 counts then uint32 position deltas (each posting's
+             positions, the first from 0: what Positions.encode pickles); for any other
+             variable-size value, uint32 lengths then the values joined
 
 A part of SMALL_PART bytes or more is zlib-compressed (flags say which). Blocks hold up
-to BLOCK_LIMIT postings. numpy reads a part with one ``frombuffer`` (grex.postings);
-``GrexLeafMatcher`` gives Whoosh's matchers the same ids, weights and values as W3.
+to BLOCK_LIMIT postings. numpy reads a part with one ``frombuffer`` (grex.postings: a
+phrase check is array arithmetic over all positions at once); ``GrexLeafMatcher`` gives
+Whoosh's matchers the same ids, weights and value bytes as W3 (positions re-encoded).
 
 Segments written with this codec name it in the index's table of contents (Whoosh pickles
 each segment with its codec), so any reader opens them with it; segments of other codecs
@@ -37,12 +40,14 @@ from itertools import accumulate
 from pickle import dumps
 from typing import Any
 
+from whoosh import formats
 from whoosh.codec.whoosh3 import (
     WHOOSH3_HEADER_MAGIC,
     W3Codec,
     W3LeafMatcher,
     W3PostingsWriter,
 )
+from whoosh.system import pack_uint
 from whoosh.util.numeric import length_to_byte
 
 BLOCK_LIMIT = 1024  # postings per block (W3: 128); grex reads whole posting lists
@@ -53,6 +58,7 @@ HEADER = struct.Struct("<BIII")
 IDS_ZIP, VALUES_ZIP = 1, 2  # flag bits: part compressed
 W_ONES, W_CONST, W_ARRAY = 0, 4, 8  # flag bits 2-3: how the weights are stored
 W_MASK = 12
+POSITIONS = 16  # flag bit: the values part holds counts and position deltas
 _LITTLE = sys.byteorder == "little"
 
 
@@ -71,10 +77,34 @@ def _from_le(typecode: str, data: bytes) -> array:
     return a
 
 
+def is_positions(fmt: Any) -> bool:
+    """Whether values of this format are stored as raw positions."""
+    return type(fmt) is formats.Positions
+
+
+def _position_deltas(positions: Sequence[Any]) -> tuple[array, array]:
+    """(counts, deltas) of each posting's positions (an int, or an ascending list)."""
+    counts = array("I")
+    deltas = array("I")
+    for p in positions:
+        if p.__class__ is int:
+            counts.append(1)
+            deltas.append(p)
+        else:
+            counts.append(len(p))
+            prev = 0
+            for x in p:
+                deltas.append(x - prev)
+                prev = x
+    return counts, deltas
+
+
 def encode_block(ids: Sequence[int], weights: Sequence[float], values: Sequence[bytes],
-                 fixedsize: int | None, compression: int = COMPRESSION) -> bytes:
+                 fixedsize: int | None, compression: int = COMPRESSION,
+                 positions: Sequence[Any] | None = None) -> bytes:
     """The data of one block: ``ids`` ascending document numbers, ``weights`` floats,
-    ``values`` the encoded values (empty ones included, one per posting)."""
+    ``values`` the encoded values (empty ones included, one per posting), or for a
+    Positions field ``positions``: each posting's positions (an int or a list)."""
     n = len(ids)
     flags = 0
     if n == 1:
@@ -97,7 +127,11 @@ def encode_block(ids: Sequence[int], weights: Sequence[float], values: Sequence[
     else:
         w_part = _le(array("f", weights))
         flags |= W_ARRAY
-    if fixedsize == 0:
+    if positions is not None:
+        counts, deltas = _position_deltas(positions)
+        v_part = _le(counts) + _le(deltas)
+        flags |= POSITIONS
+    elif fixedsize == 0:
         v_part = b""
     elif fixedsize is not None and fixedsize > 0:
         v_part = b"".join(values)
@@ -137,8 +171,18 @@ def values_part(flags: int, v_part: bytes) -> bytes:
     return zlib.decompress(v_part) if flags & VALUES_ZIP else v_part
 
 
-def split_values(v_part: bytes, count: int, fixedsize: int | None) -> tuple[bytes, ...]:
-    """The per-posting values of a (decompressed) values part."""
+def split_values(v_part: bytes, count: int, fixedsize: int | None, flags: int = 0
+                 ) -> tuple[bytes, ...]:
+    """The per-posting values of a (decompressed) values part, as Whoosh encodes them."""
+    if flags & POSITIONS:  # Positions.encode: the count, then the pickled deltas
+        counts = _from_le("I", v_part[:4 * count])
+        deltas = _from_le("I", v_part[4 * count:]).tolist()
+        out = []
+        pos = 0
+        for n in counts:
+            out.append(pack_uint(n) + dumps(deltas[pos:pos + n], 2))
+            pos += n
+        return tuple(out)
     if fixedsize == 0:
         return (b"",) * count
     if fixedsize is not None and fixedsize > 0:
@@ -167,9 +211,12 @@ class GrexPostingsWriter(W3PostingsWriter):
             self._postfile.write(WHOOSH3_HEADER_MAGIC)
         self._terminfo.add_block(self)
         ids = self._ids
-        fixedsize = self._format.fixed_value_size()
+        fmt = self._format
+        fixedsize = fmt.fixed_value_size()
         values = self._values if fixedsize != 0 else ()
-        data = encode_block(ids, self._weights, values, fixedsize, self._compression)
+        positions = [fmt.decode_positions(v) for v in values] if is_positions(fmt) else None
+        data = encode_block(ids, self._weights, values, fixedsize, self._compression,
+                            positions=positions)
         info = block_info(len(ids), ids[-1], self._maxweight, self._minlength,
                           self._maxlength)
         length = len(info) + len(data)
@@ -213,7 +260,7 @@ class GrexLeafMatcher(W3LeafMatcher):
             self._values = (None,) * self._blocklength
             return
         self._values = split_values(values_part(flags, v_part), self._blocklength,
-                                    self._fixedsize)
+                                    self._fixedsize, flags)
 
 
 class GrexCodec(W3Codec):
@@ -240,5 +287,5 @@ class GrexCodec(W3Codec):
         return GrexLeafMatcher(dbfile, offset, length, format_, term=term, scorer=scorer)
 
 
-__all__ = ["BLOCK_LIMIT", "GrexCodec", "block_info", "encode_block", "split_block",
-           "split_values", "values_part"]
+__all__ = ["BLOCK_LIMIT", "GrexCodec", "block_info", "encode_block", "is_positions",
+           "split_block", "split_values", "values_part"]

@@ -44,6 +44,13 @@ _ONE_POSITION: dict[int, bytes] = {}  # position -> Positions encoding of [posit
 _QLENGTH: dict[int, int] = {}  # field length -> the length Whoosh reads back (via one byte)
 
 
+def _encode_one(encode: Any, position: int) -> bytes:
+    v = _ONE_POSITION.get(position)
+    if v is None:
+        v = _ONE_POSITION[position] = encode([position])
+    return v
+
+
 def _qlength(length: int) -> int:
     q = _QLENGTH.get(length)
     if q is None:
@@ -165,7 +172,10 @@ class BulkWriter(SegmentWriter):
             fieldboost = 1.0
             if field.indexed:
                 fieldboost = self._field_boost(fields, fieldname, docboost)
-                kind = self._kind(fieldname, field) if isinstance(value, str) else None
+                kind = self._kind(fieldname, field)
+                if kind is not None and not isinstance(value, str):
+                    raise TypeError(f"BulkWriter: field {fieldname!r} takes text, "
+                                    f"not {type(value).__name__}")
                 if kind is not None:
                     items, length = _positions(value, kind[0])
                 else:
@@ -181,7 +191,6 @@ class BulkWriter(SegmentWriter):
         perdoc = self.perdocwriter
         perdoc.start_doc(docnum)
         bulk = self._bulk
-        one = _ONE_POSITION
         for fieldname, field, value, kind, items, length, fieldboost in analysed:
             if items:
                 terms = bulk.get(fieldname)
@@ -192,25 +201,18 @@ class BulkWriter(SegmentWriter):
                     qlen = _qlength(length)
                     if qlen:
                         self._lengths.setdefault(fieldname, {})[docnum] = qlen
-                if kind is not None:
-                    _stem, fb, encode = kind
+                if kind is not None:  # values: the raw positions (grex.codec stores them)
+                    _stem, fb, _encode = kind
                     w1 = 1.0 * fb * fieldboost
                     for tbytes, p in items.items():
-                        if p.__class__ is int:
-                            v = one.get(p)
-                            if v is None:
-                                v = one[p] = encode([p])
-                            w = w1
-                        else:
-                            v = encode(p)
-                            w = float(len(p)) * fb * fieldboost
+                        w = w1 if p.__class__ is int else float(len(p)) * fb * fieldboost
                         lst = get(tbytes)
                         if lst is None:
-                            terms[tbytes] = [[docnum], [w], [v]]
+                            terms[tbytes] = [[docnum], [w], [p]]
                         else:
                             lst[0].append(docnum)
                             lst[1].append(w)
-                            lst[2].append(v)
+                            lst[2].append(p)
                 else:
                     for tbytes, _freq, w, v in items:
                         w *= fieldboost
@@ -237,9 +239,13 @@ class BulkWriter(SegmentWriter):
         """Pour the held postings into Whoosh's pool (it spills to disk)."""
         add = self.pool.add
         for fieldname, terms in self._bulk.items():
+            kind = self._fast.get(fieldname)
+            encode = kind[2] if kind is not None else None
             for tbytes, (ids, weights, values) in terms.items():
-                for docnum, weight, vbytes in zip(ids, weights, values, strict=True):
-                    add((fieldname, tbytes, docnum, weight, vbytes or None))
+                for docnum, weight, v in zip(ids, weights, values, strict=True):
+                    if encode is not None:  # raw positions
+                        v = _encode_one(encode, v) if v.__class__ is int else encode(v)
+                    add((fieldname, tbytes, docnum, weight, v or None))
         self._bulk = {}
         self._lengths = {}
         self._held = 0
@@ -266,7 +272,8 @@ class BulkWriter(SegmentWriter):
             fw.start_field(fieldname, field)
             _write_field(fw, self._bulk[fieldname], field.format,
                          fw._postwriter._blocklimit, fw._postwriter._compression,
-                         self._lengths.get(fieldname, {}))
+                         self._lengths.get(fieldname, {}),
+                         raw_positions=self._fast.get(fieldname) is not None)
             fw.finish_field()
         fw.close()
         self._bulk = {}
@@ -274,7 +281,7 @@ class BulkWriter(SegmentWriter):
 
 
 def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: int,
-                 compression: int, doclengths: dict[int, int]) -> None:
+                 compression: int, doclengths: dict[int, int], raw_positions: bool) -> None:
     """Write one field's posting lists and term infos: what W3FieldWriter with grex's
     postings writer (grex.codec) writes for the same postings (start_term,
     add_posting..., finish_term)."""
@@ -283,6 +290,7 @@ def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: i
     tindex_add = fw._tindex.add
     keyprefix = pack_ushort(fw._fieldid)
     fixedsize = fmt.fixed_value_size()
+    positions = raw_positions
     pack_info = W3TermInfo._struct.pack
     lengthof = doclengths.get
     for tbytes in sorted(terms):
@@ -315,8 +323,11 @@ def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: i
                 tminlen = min(tminlen, minlen)
             tmaxlen = max(tmaxlen, maxlen)
             tmaxweight = max(tmaxweight, maxweight)
-            data = encode_block(bids, bws, bvals if fixedsize != 0 else (), fixedsize,
-                                compression)
+            if positions:  # raw positions (see BulkWriter.add_document)
+                data = encode_block(bids, bws, (), fixedsize, compression, positions=bvals)
+            else:
+                data = encode_block(bids, bws, bvals if fixedsize != 0 else (), fixedsize,
+                                    compression)
             infobytes = block_info(len(bids), bids[-1], maxweight, minlen, maxlen)
             blocklength = len(infobytes) + len(data)
             write(pack_int(-blocklength if last else blocklength))

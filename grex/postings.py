@@ -52,6 +52,7 @@ from whoosh.util.numeric import byte_to_length
 from grex.codec import (
     HEADER,
     IDS_ZIP,
+    POSITIONS,
     W_CONST,
     W_MASK,
     W_ONES,
@@ -99,8 +100,31 @@ class _LazyValues:
         if found is None:
             count, flags, part = self.blocks[b]
             found = self.decoded[b] = split_values(values_part(flags, part), count,
-                                                   self.fixedsize)
+                                                   self.fixedsize, flags)
         return found[i - self.starts[b]]
+
+    def positions(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(posting index, position) of every position of every posting, as arrays; None
+        unless the blocks hold raw positions (grex.codec's Positions layout)."""
+        postings: list[np.ndarray] = []
+        places: list[np.ndarray] = []
+        for start, (count, flags, part) in zip(self.starts, self.blocks, strict=True):
+            if not flags & POSITIONS:
+                return None
+            raw = values_part(flags, part)
+            counts = np.frombuffer(raw, dtype="<u4", count=count).astype(np.int64)
+            deltas = np.frombuffer(raw, dtype="<u4", offset=4 * count).astype(np.int64)
+            which = np.repeat(np.arange(start, start + count, dtype=np.int64), counts)
+            # each posting's deltas start from 0: a running sum, less the sum before it
+            run = np.cumsum(deltas)
+            ends = np.cumsum(counts)
+            before = np.zeros(count, dtype=np.int64)
+            before[1:] = run[ends[:-1] - 1]
+            postings.append(which)
+            places.append(run - np.repeat(before, counts))
+        if not postings:
+            return EMPTY, EMPTY
+        return np.concatenate(postings), np.concatenate(places)
 
 
 class Segment:
@@ -379,14 +403,13 @@ class Matcher:
         if cls is wq.And:
             negative = [sub.query for sub in q.subqueries if type(sub) is wq.Not]
             positive = [sub for sub in q.subqueries if type(sub) is not wq.Not]
-            out = None
+            both: np.ndarray | None = None
             for sub in positive:
                 m = self._mask(sub, seg)
-                out = m if out is None else np.logical_and(out, m, out=out)
-                if not out.any():
-                    return out
-            if out is None:
-                out = np.ones(seg.doccount, dtype=bool)
+                both = m if both is None else np.logical_and(both, m, out=both)
+                if not both.any():
+                    return both
+            out = np.ones(seg.doccount, dtype=bool) if both is None else both
             for sub in negative:
                 out &= ~self._mask(sub, seg)
             return out
@@ -477,7 +500,10 @@ class Matcher:
             if len(btexts) == 1 or not len(candidates):
                 found = candidates
             else:
-                found = self._adjacent(field.format, postings, candidates)
+                in_row = _in_a_row(postings, candidates, seg.doccount)
+                # None: W3 blocks, positions decoded one posting at a time
+                found = (self._adjacent(field.format, postings, candidates)
+                         if in_row is None else in_row)
         self.cache[key] = found
         return found
 
@@ -563,6 +589,29 @@ class Matcher:
         fl = seg.lengths(fieldname)[ids]
         # whoosh.scoring.bm25, term by term in its order, so the same floats
         return idf * ((w * (k1 + 1)) / (w + k1 * ((1 - b) + b * fl / avgfl)))
+
+
+def _in_a_row(postings: list[Postings], candidates: np.ndarray, doccount: int
+              ) -> np.ndarray | None:
+    """The candidates where the words (one posting list each, in phrase order) stand in
+    a row, from all their positions at once: (document, position - i) of word i must be
+    one (document, start) pair for every word. None: no raw positions to read."""
+    wanted = np.zeros(doccount, dtype=bool)
+    wanted[candidates] = True
+    starts = None
+    for i, p in enumerate(postings):
+        found = p.values.positions() if isinstance(p.values, _LazyValues) else None
+        if found is None:
+            return None
+        which, places = found
+        docs = p.ids[which]
+        keep = wanted[docs] & (places >= i)
+        keys = (docs[keep] << 32) | (places[keep] - i)  # unique: a position is one word
+        starts = keys if starts is None else np.intersect1d(starts, keys, assume_unique=True)
+        if not len(starts):
+            return EMPTY
+    assert starts is not None
+    return np.unique(starts >> 32)
 
 
 def _union(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

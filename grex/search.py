@@ -18,7 +18,7 @@ import functools
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,6 +140,7 @@ class _Open:
         self.thread_codes: np.ndarray | None = None  # docnum -> index into thread_names
         self.thread_names: list[str] = []
         self.facet_values: list[Any] | None = None
+        self.facet_tables: dict[str, Any] = {}  # facet name -> _FacetTable (long-lived)
         self._dates: np.ndarray | None = None
         self._segments: list[Segment] | None = None
         self.uses = 3 if LONG_LIVED[0] else 0  # >= 3: keep whole columns (see _thread_codes)
@@ -729,33 +730,80 @@ def _facet_column(opened: _Open) -> Any:
     return opened.facet_values if opened.facet_values is not None else opened.column("facets")
 
 
+@dataclass(frozen=True, slots=True)
+class _FacetTable:
+    """One facet's values for a run of documents: row i's value codes are
+    ``codes[ptr[i]:ptr[i + 1]]``; a code's case-folded key and shown form."""
+
+    ptr: np.ndarray
+    codes: np.ndarray
+    keys: list[str]
+    shown: list[str]
+
+
+def _facet_table(rows: Iterable[Any], name: str) -> _FacetTable:
+    code_of: dict[str, int] = {}
+    keys: list[str] = []
+    shown: list[str] = []
+    ptr = [0]
+    codes: list[int] = []
+    for values in rows:
+        for v in (values.get(name, ()) or ()) if values else ():
+            key = v.casefold()
+            c = code_of.get(key)
+            if c is None:
+                c = code_of[key] = len(keys)
+                keys.append(key)
+                shown.append(v)
+            codes.append(c)
+        ptr.append(len(codes))
+    return _FacetTable(np.array(ptr, dtype=np.int64), np.array(codes, dtype=np.int64), keys,
+                       shown)
+
+
 def _facets(opened: _Open, matched: np.ndarray, names: Sequence[str], *,
             by_thread: bool) -> dict[str, tuple[tuple[str, int], ...]]:
+    """The FACET_TOP most frequent values of each facet among the matching threads (or
+    messages), counting each thread once per value. A long-lived reader keeps each
+    facet's table for the whole index; otherwise one is made for the matching documents."""
     if not len(matched):
         return {name: () for name in names}
+    units = _thread_codes(opened, matched)[0] if by_thread else matched
     col = _facet_column(opened)
-    docs = matched.tolist()
-    units = _thread_codes(opened, matched)[0].tolist() if by_thread else docs
-    counts: dict[str, dict[str, set[Any]]] = {n: {} for n in names}
-    display: dict[str, dict[str, str]] = {n: {} for n in names}
-    rows = [(unit, col[d]) for unit, d in zip(units, docs, strict=True)]
-    for name in names:
-        count, shown = counts[name], display[name]
-        for unit, values in rows:
-            if not values:
-                continue
-            for v in values.get(name, ()) or ():
-                key = v.casefold()
-                unitset = count.get(key)
-                if unitset is None:
-                    count[key] = unitset = set()
-                    shown[key] = v
-                unitset.add(unit)
     out = {}
     for name in names:
-        ranked = sorted(counts[name].items(), key=lambda kv: (-len(kv[1]), kv[0]))
-        out[name] = tuple((display[name][k], len(units)) for k, units in ranked[:FACET_TOP])
+        if opened.facet_values is not None:  # long-lived: rows are all documents
+            with opened.lock:
+                table = opened.facet_tables.get(name)
+                if table is None:
+                    table = opened.facet_tables[name] = _facet_table(col, name)
+            rows = matched
+        else:
+            table = _facet_table((col[d] for d in matched.tolist()), name)
+            rows = np.arange(len(matched))
+        out[name] = _top_values(table, rows, units)
     return out
+
+
+def _top_values(table: _FacetTable, rows: np.ndarray, units: np.ndarray
+                ) -> tuple[tuple[str, int], ...]:
+    starts, ends = table.ptr[rows], table.ptr[rows + 1]
+    lens = ends - starts
+    total = int(lens.sum())
+    if not total:
+        return ()
+    # every (value, unit) of the selected rows, each pair once
+    first = np.repeat(starts - (np.cumsum(lens) - lens), lens)
+    values = table.codes[np.arange(total) + first]
+    owners = np.repeat(units, lens)
+    pairs = np.unique(values * (int(units.max()) + 1) + owners)
+    counts = np.bincount(pairs // (int(units.max()) + 1), minlength=len(table.keys))
+    found = np.flatnonzero(counts)
+    if len(found) > FACET_TOP:
+        cut = np.partition(counts[found], len(found) - FACET_TOP)[len(found) - FACET_TOP]
+        found = found[counts[found] >= cut]
+    ranked = sorted(found.tolist(), key=lambda c: (-int(counts[c]), table.keys[c]))
+    return tuple((table.shown[c], int(counts[c])) for c in ranked[:FACET_TOP])
 
 
 # ------------------------------------------------------------------------------ suggestions
