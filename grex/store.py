@@ -994,13 +994,17 @@ def thread_summaries(conn: sqlite3.Connection, thread_ids: Sequence[str]
                 thread_id=r[0], subject=r[1], first_date=datetime.fromtimestamp(r[2], UTC),
                 last_date=datetime.fromtimestamp(r[3], UTC), message_count=r[4],
                 participants=tuple(Address(n, a) for n, a in json.loads(r[5])))
-    for tid in wanted:
-        if tid not in out:  # merged away since the index saw it, or not in the catalog
-            live = resolve_thread_id(conn, tid)
-            if live is not None and live != tid:
-                found = thread_summaries(conn, [live]).get(live)
-                if found is not None:
-                    out[tid] = found
+    missing = [tid for tid in wanted if tid not in out]
+    if missing:  # merged away since the index saw them (or not in the catalog at all)
+        merged: dict[str, str] = {}
+        for i in range(0, len(missing), 500):
+            chunk = missing[i:i + 500]
+            merged.update(conn.execute(
+                "SELECT old_thread_id, new_thread_id FROM thread_merges WHERE old_thread_id "
+                f"IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+        if merged:
+            later = thread_summaries(conn, list(merged.values()))
+            out.update((old, later[new]) for old, new in merged.items() if new in later)
     return out
 
 
