@@ -147,6 +147,24 @@ def encode_block(ids: Sequence[int], weights: Sequence[float], values: Sequence[
                      w_part, v_part))
 
 
+_ONE_EXISTS = struct.Struct("<BIIII")  # header, id (fixed size 0, weight 1)
+_ONE_AT = struct.Struct("<BIIIIII")  # header, id, count 1, position (weight 1)
+
+
+def encode_one(docnum: int, weight: float, value: Any, fixedsize: int | None,
+               raw_positions: bool) -> bytes:
+    """encode_block for a block of one posting (most terms have one), without its loops;
+    ``value``: the position (or positions) with ``raw_positions``, else the value bytes."""
+    if weight == 1.0:
+        if fixedsize == 0 and not raw_positions:
+            return _ONE_EXISTS.pack(W_ONES, 4, 0, 0, docnum)
+        if raw_positions and value.__class__ is int:
+            return _ONE_AT.pack(POSITIONS | W_ONES, 4, 0, 8, docnum, 1, value)
+    if raw_positions:
+        return encode_block((docnum,), (weight,), (), fixedsize, positions=(value,))
+    return encode_block((docnum,), (weight,), (value,) if fixedsize != 0 else (), fixedsize)
+
+
 def block_info(count: int, lastid: int, maxweight: float, minlength: int | None,
                maxlength: int) -> bytes:
     """The pickled info tuple that precedes a block (W3's; compression 0: the parts say)."""
@@ -287,5 +305,5 @@ class GrexCodec(W3Codec):
         return GrexLeafMatcher(dbfile, offset, length, format_, term=term, scorer=scorer)
 
 
-__all__ = ["BLOCK_LIMIT", "GrexCodec", "block_info", "encode_block", "is_positions",
+__all__ = ["BLOCK_LIMIT", "GrexCodec", "block_info", "encode_block", "encode_one", "is_positions",
            "split_block", "split_values", "values_part"]

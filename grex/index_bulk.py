@@ -26,6 +26,7 @@ before the limit (see ``BulkWriter.full``).
 
 from __future__ import annotations
 
+import struct
 from array import array
 from typing import Any
 
@@ -35,8 +36,8 @@ from whoosh.system import pack_int, pack_long, pack_ushort
 from whoosh.util.numeric import byte_to_length, length_to_byte
 from whoosh.writing import SegmentWriter
 
-from grex.codec import GrexCodec, block_info, encode_block
-from grex.index import MAX_TOKEN, WordTokenizer
+from grex.codec import GrexCodec, block_info, encode_block, encode_one
+from grex.index import _WORD, MAX_TOKEN, WordTokenizer, _stem_folded, fold
 
 POSTING_BYTES = 60  # rough memory per held posting (arrays + shared value bytes + lists)
 
@@ -65,8 +66,6 @@ _FOLD_BYTES: dict[str, bytes] = {}  # word -> UTF-8 term in an unstemmed field
 
 
 def _stem_miss(word: str) -> bytes:
-    from grex.index import _stem_folded, fold  # noqa: PLC0415
-
     term = fold(word)
     b = b"" if len(term) > MAX_TOKEN else _stem_folded(term).encode("utf-8")
     if len(_STEM_BYTES) < 2_000_000:
@@ -75,8 +74,6 @@ def _stem_miss(word: str) -> bytes:
 
 
 def _fold_miss(word: str) -> bytes:
-    from grex.index import fold  # noqa: PLC0415
-
     term = fold(word)
     b = b"" if len(term) > MAX_TOKEN else term.encode("utf-8")
     if len(_FOLD_BYTES) < 2_000_000:
@@ -88,8 +85,6 @@ def _positions(value: str, stem: bool) -> tuple[dict[bytes, Any], int]:
     """term bytes -> its position (an int) or positions (a list), and the number of terms:
     the words, terms and positions WordTokenizer yields, in one pass (a dropped word takes
     no position)."""
-    from grex.index import _WORD  # noqa: PLC0415
-
     if stem:
         get, miss = _STEM_BYTES.get, _stem_miss
     else:
@@ -280,24 +275,48 @@ class BulkWriter(SegmentWriter):
         self._held = 0
 
 
+FLUSH_BYTES = 8 << 20  # posting bytes gathered before one write to the segment file
+_F32 = struct.Struct("f")
+
+
 def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: int,
                  compression: int, doclengths: dict[int, int], raw_positions: bool) -> None:
     """Write one field's posting lists and term infos: what W3FieldWriter with grex's
     postings writer (grex.codec) writes for the same postings (start_term,
-    add_posting..., finish_term)."""
+    add_posting..., finish_term), gathered into large writes."""
     postfile = fw._postfile
-    write, tell = postfile.write, postfile.tell
     tindex_add = fw._tindex.add
     keyprefix = pack_ushort(fw._fieldid)
     fixedsize = fmt.fixed_value_size()
-    positions = raw_positions
     pack_info = W3TermInfo._struct.pack
     lengthof = doclengths.get
+    f32 = _F32
+    base = postfile.tell()
+    out = bytearray()
     for tbytes in sorted(terms):
         ids, weights, values = terms[tbytes]
         n = len(ids)
-        offset = tell()
-        write(WHOOSH3_HEADER_MAGIC)
+        if len(out) > FLUSH_BYTES:
+            postfile.write(out)
+            base += len(out)
+            out = bytearray()
+        offset = base + len(out)
+        out += WHOOSH3_HEADER_MAGIC
+        if n == 1:  # most terms: one posting, one block
+            d = ids[0]
+            w = f32.unpack(f32.pack(weights[0]))[0]  # as the block's float32 array holds it
+            ln = lengthof(d) if doclengths else None
+            maxweight = w if w > 0 else 0
+            data = encode_one(d, w, values[0], fixedsize, raw_positions)
+            infobytes = block_info(1, d, maxweight, ln or None, ln or 0)
+            out += pack_int(-(len(infobytes) + len(data)))
+            out += infobytes
+            out += data
+            lbyte = length_to_byte(ln) if ln else 0
+            info = pack_info(False, w, 1, lbyte, lbyte, maxweight, d, d)
+            tindex_add(keyprefix + tbytes, info + pack_long(offset)
+                       + pack_int(base + len(out) - offset))
+            continue
         tweight = 0.0
         tminlen = None
         tmaxlen = 0
@@ -323,19 +342,21 @@ def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: i
                 tminlen = min(tminlen, minlen)
             tmaxlen = max(tmaxlen, maxlen)
             tmaxweight = max(tmaxweight, maxweight)
-            if positions:  # raw positions (see BulkWriter.add_document)
+            if raw_positions:  # (see BulkWriter.add_document)
                 data = encode_block(bids, bws, (), fixedsize, compression, positions=bvals)
             else:
                 data = encode_block(bids, bws, bvals if fixedsize != 0 else (), fixedsize,
                                     compression)
             infobytes = block_info(len(bids), bids[-1], maxweight, minlen, maxlen)
             blocklength = len(infobytes) + len(data)
-            write(pack_int(-blocklength if last else blocklength))
-            write(infobytes)
-            write(data)
+            out += pack_int(-blocklength if last else blocklength)
+            out += infobytes
+            out += data
         info = pack_info(False, tweight, n, 0 if tminlen is None else length_to_byte(tminlen),
                          length_to_byte(tmaxlen), tmaxweight, ids[0], ids[-1])
-        tindex_add(keyprefix + tbytes, info + pack_long(offset) + pack_int(tell() - offset))
+        tindex_add(keyprefix + tbytes, info + pack_long(offset)
+                   + pack_int(base + len(out) - offset))
+    postfile.write(out)
 
 
 __all__ = ["BulkWriter"]

@@ -246,3 +246,9 @@ def test_negation_is_never_a_bare_not() -> None:
     assert isinstance(q, wq.And) and [type(x) for x in q.subqueries] == [wq.Or, wq.Not, wq.Not]
     q = parse_query("a OR NOT b", now=NOW).query
     assert isinstance(q, wq.Or) and isinstance(q.subqueries[1].subqueries[1], wq.Not)
+
+
+def test_snowball_english_stems_what_the_old_porter2_got_wrong() -> None:
+    # Snowball's current English stemmer (PyStemmer); whoosh.lang.porter2 gave "ad"
+    assert terms("added adding add") == ["add", "add", "add"]
+    assert terms("evening") != terms("even")
