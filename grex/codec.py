@@ -36,7 +36,8 @@ import sys
 import zlib
 from array import array
 from collections.abc import Sequence
-from itertools import accumulate
+from itertools import accumulate, chain
+from operator import sub
 from pickle import dumps
 from typing import Any
 
@@ -84,18 +85,14 @@ def is_positions(fmt: Any) -> bool:
 
 def _position_deltas(positions: Sequence[Any]) -> tuple[array, array]:
     """(counts, deltas) of each posting's positions (an int, or an ascending list)."""
-    counts = array("I")
+    counts = array("I", [1 if p.__class__ is int else len(p) for p in positions])
     deltas = array("I")
+    add, extend = deltas.append, deltas.extend
     for p in positions:
         if p.__class__ is int:
-            counts.append(1)
-            deltas.append(p)
-        else:
-            counts.append(len(p))
-            prev = 0
-            for x in p:
-                deltas.append(x - prev)
-                prev = x
+            add(p)
+        else:  # p[0] - 0, p[1] - p[0], ...
+            extend(map(sub, p, chain((0,), p)))
     return counts, deltas
 
 

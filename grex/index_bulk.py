@@ -331,7 +331,7 @@ def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: i
                 bids, bws, bvals, last = ids, array("f", weights), values, True
             # TermInfo.add_block
             tweight += sum(bws)
-            ls = [x for x in map(lengthof, bids) if x] if doclengths else ()
+            ls = list(filter(None, map(lengthof, bids))) if doclengths else ()
             minlen = min(ls) if ls else None
             maxlen = max(ls) if ls else 0
             mw = max(bws)
