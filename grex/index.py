@@ -63,7 +63,7 @@ GENERATIONS_DIR = "index.d"
 META_FILE = "grex-index.json"
 EXCERPT_CHARS = 4_000  # stored body text for snippets (the whole body is indexed)
 MAX_TOKEN = 64  # longer "words" are base64 / uuencode noise
-SEGMENT_LIMIT = 8  # optimize (merge everything) when a commit would leave more segments
+SEGMENT_LIMIT = 8  # merge the smallest segments when a commit would leave more
 WRITER_TIMEOUT = 120.0  # seconds to wait for Whoosh's write lock
 READ_RETRIES = 6
 PARALLEL_FROM = 2000  # messages: a rebuild of this many uses two processes (on 2+ cores)
@@ -875,6 +875,41 @@ def _build_part(wix: Any, kb: Any, conn: Any, gen: Path, ids: list[str], limitmb
     return documents, skipped, build.used_knowledge
 
 
+DELETED_SHARE = 1 / 3  # a segment with more deleted documents than this is rewritten
+
+
+def _merge_policy(merged: list[Any]) -> Callable[[Any, list[Any]], list[Any]]:
+    """A Whoosh merge function (``commit(mergetype=...)``): Whoosh's own MERGE_SMALL
+    (tiny segments, such as one sync's, go into the new one), then, while more than
+    SEGMENT_LIMIT segments would be left, the smallest of the others too, and any segment
+    that is mostly deleted documents (unshared mail). Large segments are left alone:
+    Whoosh merges posting by posting in Python (about 4 ms a document), so merging
+    everything (optimize) would cost minutes at 100k messages on every sync that passed
+    the limit. The merged segments are appended to ``merged``."""
+
+    def policy(writer: Any, segments: list[Any]) -> list[Any]:
+        from whoosh.reading import SegmentReader  # noqa: PLC0415
+        from whoosh.writing import MERGE_SMALL  # noqa: PLC0415
+
+        rest = MERGE_SMALL(writer, segments)
+        merged.extend(seg for seg in segments if seg not in rest)
+        by_size = sorted(rest, key=lambda seg: seg.doc_count())
+        chosen = [seg for seg in by_size
+                  if seg.deleted_count() > DELETED_SHARE * max(1, seg.doc_count_all())]
+        keep = [seg for seg in by_size if seg not in chosen]
+        # the new segment counts as one (what is merged goes into it)
+        while len(keep) + 1 > SEGMENT_LIMIT and keep:
+            chosen.append(keep.pop(0))
+        for seg in chosen:
+            reader = SegmentReader(writer.storage, writer.schema, seg)
+            writer.add_reader(reader)
+            reader.close()
+        merged.extend(chosen)
+        return keep
+
+    return policy
+
+
 def run_index(kb: Any, conn: Any, config: Any = None, *, rebuild: bool = False,
               progress: Callable[..., None] | None = None,
               procs: int | None = None) -> IndexReport:
@@ -925,7 +960,6 @@ def run_index(kb: Any, conn: Any, config: Any = None, *, rebuild: bool = False,
     from grex.index_bulk import BulkWriter  # noqa: PLC0415
 
     ix = wix.open_dir(str(current))
-    segments_before = len(ix._segments())
     writer = _writer(ix, cls=BulkWriter, limitmb=128)
     tick = _progress_every(progress, len(messages))
     indexed = 0
@@ -950,8 +984,9 @@ def run_index(kb: Any, conn: Any, config: Any = None, *, rebuild: bool = False,
             indexed += 1
             tick()
         tick.flush()
-        optimize = segments_before + 1 > SEGMENT_LIMIT
-        writer.commit(optimize=optimize)
+        merged: list[Any] = []
+        writer.commit(mergetype=_merge_policy(merged))
+        optimize = bool(merged)
     except BaseException:
         with contextlib.suppress(Exception):
             writer.cancel()

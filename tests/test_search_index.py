@@ -255,3 +255,55 @@ def test_index_is_derived_and_readable_without_the_catalog_lock(mail: Mail) -> N
     finally:
         ro.close()
     _ = sqlite3
+
+
+def test_merge_policy_merges_small_and_mostly_deleted_segments_only(tmp_path: Path) -> None:
+    """Past SEGMENT_LIMIT the smallest segments are merged, never the large ones (Whoosh
+    merges in Python: merging a 100k index would take minutes); a segment that is mostly
+    deleted documents is rewritten."""
+    from datetime import datetime
+
+    from whoosh import index as wix
+
+    from grex.index import _merge_policy, make_schema
+    from grex.index_bulk import BulkWriter
+
+    ix = wix.create_in(str(tmp_path), make_schema())
+    n = 0
+
+    def commit(count: int, **kw: Any) -> list[Any]:
+        nonlocal n
+        merged: list[Any] = []
+        w = BulkWriter(ix)
+        for _ in range(count):
+            w.add_document(id=f"m{n}", thread_id=f"t{n}", body=f"word{n % 7} text",
+                           date=datetime(2024, 1, 1))
+            n += 1
+        w.commit(mergetype=_merge_policy(merged), **kw)
+        return merged
+
+    for size in (400, 300, 200, 150, 120, 100, 90, 80):  # large enough for MERGE_SMALL
+        w = BulkWriter(ix)
+        for _ in range(size):
+            w.add_document(id=f"m{n}", thread_id=f"t{n}", body="text",
+                           date=datetime(2024, 1, 1))
+            n += 1
+        w.commit(merge=False)
+    big = {seg.segid for seg in ix._segments() if seg.doc_count() >= 150}
+    merged = commit(1)
+    segs = ix._segments()
+    assert len(segs) <= SEGMENT_LIMIT
+    assert merged and all(seg.doc_count_all() < 150 for seg in merged)
+    assert big <= {seg.segid for seg in segs}  # the large ones untouched
+    assert sum(seg.doc_count() for seg in segs) == n
+    # delete most of the largest segment: the next commit rewrites it
+    largest = max(segs, key=lambda seg: seg.doc_count())
+    offset = sum(seg.doc_count_all() for seg in segs[:segs.index(largest)])
+    w = BulkWriter(ix)
+    for d in range(offset, offset + largest.doc_count_all() * 2 // 3):
+        w.delete_document(d)
+    w.commit(merge=False)
+    merged = commit(1)
+    assert largest.segid in {seg.segid for seg in merged}
+    with ix.searcher() as s:
+        assert s.doc_count() == n - largest.doc_count_all() * 2 // 3
