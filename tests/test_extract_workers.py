@@ -163,21 +163,41 @@ def test_workers_die_with_their_parent(tmp_path: Path) -> None:
             proc.wait()
 
 
-def test_beam_of_one_finds_what_the_greedy_ner_finds(nlp_model) -> None:
-    """The NER runs through beam search with a beam of one (fastner.py): the same entities
-    as spaCy's own greedy path, on the fixture mail and on odd text."""
-    from grex.extract.fastner import BeamOneNER
+def _ents(doc) -> list[tuple[int, int, str]]:
+    return [(e.start, e.end, e.label_) for e in doc.ents]
+
+
+_ODD_TEXTS = [
+    "", "   \n\n", "IBM", "Kerry", "ACME CORP. SIGNED WITH SIEMENS AG IN MUNICH ON 3 MAY.",
+    "the new york office of goldman sachs said so", "x" * 300,
+    # the rules' preset entities, of labels the trained model doesn't know (EMAIL, TICKET..)
+    "Mail kerry.mcguire@acme-widgets.com about OPS-1423 or call 555-123-4567 today.",
+    "See https://example.com/a?b=c and OPS-7 OPS-8 (Raj Patel, Kerry McGuire)",
+]
+
+
+def test_fast_ner_finds_what_spacys_ner_finds(nlp_model, monkeypatch) -> None:
+    """The NER's moves are decoded in numpy (fastner.py): the same entities as spaCy's own
+    greedy NER, text by text and in batches of texts of all lengths (also split into
+    several tok2vec calls and decoding groups), on the fixture mail, on odd text and
+    around the rules' preset entities."""
+    from grex.extract import fastner
 
     wrapper = nlp_model.get_pipe("ner")
-    assert isinstance(wrapper, BeamOneNER)
+    assert isinstance(wrapper, fastner.FastNER) and wrapper.fits()
     rules = nlp_model.get_pipe("grex_rules")
-    texts = [t for t, _ in _items(14)] + [
-        "", "   \n\n", "IBM", "Kerry", "ACME CORP. SIGNED WITH SIEMENS AG IN MUNICH ON 3 MAY.",
-        "the new york office of goldman sachs said so", "x" * 300,
-    ]
-    for text in texts:
-        ours = wrapper(rules(nlp_model.make_doc(text)))
-        greedy = wrapper.ner(rules(nlp_model.make_doc(text)))  # spaCy's EntityRecognizer
-        assert [(e.start, e.end, e.label_) for e in ours.ents] == \
-            [(e.start, e.end, e.label_) for e in greedy.ents], text
-    assert sum(len(wrapper(rules(nlp_model.make_doc(t))).ents) for t in texts) > 10
+    texts = [t for t, _ in _items(14)] + _ODD_TEXTS
+    expected = [_ents(wrapper.ner(rules(nlp_model.make_doc(t)))) for t in texts]  # spaCy's
+    assert sum(len(e) for e in expected) > 10
+    assert {"EMAIL", "TICKET", "PHONE", "URL"} <= {lab for e in expected for _, _, lab in e}
+    for text, exp in zip(texts, expected, strict=True):
+        assert _ents(wrapper(rules(nlp_model.make_doc(text)))) == exp, text
+
+    def batched() -> list[list[tuple[int, int, str]]]:
+        docs = [rules(nlp_model.make_doc(t)) for t in texts]
+        return [_ents(d) for d in wrapper.pipe(docs, batch_size=len(docs))]
+
+    assert batched() == expected
+    monkeypatch.setattr(fastner, "T2V_TOKENS", 7)
+    monkeypatch.setattr(fastner, "GROUP_TOKENS", 40)
+    assert batched() == expected

@@ -204,14 +204,26 @@ def _pass_settings() -> Iterator[None]:
             _set_hugepages(before)
 
 
+def _longest_first(items: Sequence[tuple[str, Seeds]]) -> list[int]:
+    """Indices of ``items``, longest text first: texts of like length go into the same NER
+    batches (the NER steps through the open entities of a batch's texts together, so the
+    longest text of a batch sets its number of steps), and the workers get the longest
+    tasks first, so that no long one is left running alone at the end of the pool."""
+    return sorted(range(len(items)), key=lambda i: len(items[i][0] or ""), reverse=True)
+
+
 def _analyze_part(nlp: Language, part: Sequence[tuple[str, Seeds]], batch_size: int,
                   max_chars: int) -> list[TextAnalysis]:
     from grex.extract.components import TEXT_KEY
 
+    order = _longest_first(part)
+    out: dict[int, TextAnalysis] = {}
     with nlp.memory_zone():
-        docs, flags = _make_docs(nlp, part, max_chars)
-        return [doc_to_analysis(d, f, d.user_data.get(TEXT_KEY)) for d, f in zip(
-            nlp.pipe(docs, batch_size=batch_size), flags, strict=True)]
+        docs, flags = _make_docs(nlp, [part[i] for i in order], max_chars)
+        for i, doc, cut in zip(order, nlp.pipe(docs, batch_size=batch_size), flags,
+                               strict=True):
+            out[i] = doc_to_analysis(doc, cut, doc.user_data.get(TEXT_KEY))
+    return [out[i] for i in range(len(part))]
 
 
 # Inside a memory zone spaCy's tokenizer caches nothing (spacy/tokenizer.pyx _save_cached),
@@ -232,7 +244,8 @@ def _warm_tokenizer(nlp: Language, items: Sequence[tuple[str, Seeds]], max_chars
     new = [w for w, c in counts.most_common(room) if c > 1]
     if new:
         seen.update(new)
-        nlp.tokenizer(" ".join(new))
+        for word in new:
+            nlp.tokenizer(word)
 
 
 def _release_memory() -> None:
@@ -279,8 +292,9 @@ def _fork_context() -> Any:
 
 def _analyze_parallel(nlp: Language, items: Sequence[tuple[str, Seeds]], procs: int,
                       batch_size: int, max_chars: int, ctx: Any) -> list[TextAnalysis]:
-    tasks = [items[i:i + TASK] for i in range(0, len(items), TASK)]
-    out: list[TextAnalysis] = []
+    order = _longest_first(items)
+    tasks = [[items[i] for i in order[lo:lo + TASK]] for lo in range(0, len(items), TASK)]
+    out: dict[int, TextAnalysis] = {}
     with ProcessPoolExecutor(max_workers=min(procs, len(tasks)), mp_context=ctx,
                              initializer=_worker_init, initargs=(nlp, os.getpid())) as pool:
         try:
@@ -292,12 +306,13 @@ def _analyze_parallel(nlp: Language, items: Sequence[tuple[str, Seeds]], procs: 
                 results = pool.map(_worker_run, tasks, repeat(batch_size), repeat(max_chars))
             finally:
                 gc.unfreeze()
-            for res in results:
-                out.extend(res)
+            for lo, res in zip(range(0, len(items), TASK), results, strict=True):
+                for i, analysis in zip(order[lo:lo + TASK], res, strict=True):
+                    out[i] = analysis
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-    return out
+    return [out[i] for i in range(len(items))]
 
 
 def analyze_texts(nlp: Language, items: Sequence[tuple[str, Seeds]], *,
@@ -316,7 +331,11 @@ def analyze_texts(nlp: Language, items: Sequence[tuple[str, Seeds]], *,
                 if ctx is not None:
                     out = _analyze_parallel(nlp, part, procs, batch_size, max_chars, ctx)
                 else:
-                    out = _analyze_part(nlp, part, batch_size, max_chars)
+                    gc.freeze()  # the collector leaves the model's objects alone (~2 %)
+                    try:
+                        out = _analyze_part(nlp, part, batch_size, max_chars)
+                    finally:
+                        gc.unfreeze()
                     _release_memory()
         except (ValueError, RuntimeError) as exc:  # a worker failed (or died: BrokenPool)
             raise NLPError(f"spaCy failed on a batch of {len(part)} texts: {exc}") from exc

@@ -105,9 +105,9 @@ def build_pipeline(nlp: Language, *, gazetteer: bool = True) -> Language:
             nlp.disable_pipe(name)
     _numpy_matmul(nlp, needed)
     if needed == {"ner"}:  # NER with its own tok2vec (not listening to a shared one)
-        from grex.extract.fastner import use_beam_one
+        from grex.extract.fastner import use_fast_ner
 
-        use_beam_one(nlp)
+        use_fast_ner(nlp)
     nlp.add_pipe("grex_rules", before="ner", config={"gazetteer": gazetteer})
     nlp.add_pipe("grex_post", after="ner")
     # The rules set labels the model doesn't know (EMAIL, TICKET, ...); NER then makes
