@@ -7,8 +7,9 @@ What it measures (everything in one run, so ratios share the machine's load):
   1. indexing: `grex import` of the corpus (11,314 posts, written once as a Maildir with a
      Message-ID and a Date added, since 20news has neither), then the index stage alone
      (`rebuild_index`, procs=2 and procs=1) in messages/s; `notmuch new` on the same files.
-  2. scale: the corpus ten times under new ids (~113k documents), built directly from the
-     parsed messages into a KB's index (no 113k files for grex); notmuch gets a Maildir of
+  2. scale: the corpus ten times under new ids (~113k documents), built from the parsed
+     messages into a KB's index by two processes with grex's BulkWriter, as `grex reindex`
+     writes (no 113k files for grex); notmuch gets a Maildir of
      113k small files under --work unless --no-notmuch-scale.
   3. query latency p50/p95/p99 for a fixed mix (terms, phrases, prefixes, dates, boolean,
      facets), in-process (grex.search.search, warm; wall and CPU time) and as a whole
