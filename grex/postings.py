@@ -6,11 +6,11 @@ sides block by block. At 100k messages a common word has thousands of postings i
 the seven fields a bare word searches, and that walk costs tens of milliseconds. Here the
 same query objects are evaluated a whole posting list at a time:
 
-* A term's postings in one segment are read from Whoosh's own files (the term table and
-  the W3 posting blocks: a pickled info tuple, then the pickled, optionally zlib-compressed
-  ids / weights / values of up to 128 postings) into numpy arrays of document numbers and
-  weights, once per search (``SearchCache``): matching, ranking and phrase checks share
-  them.
+* A term's postings in one segment are read from the index's files (Whoosh's term table;
+  posting blocks in grex's codec, grex.codec: arrays read with ``frombuffer``, or in
+  Whoosh's W3 codec: pickled tuples) into numpy arrays of document numbers and weights,
+  once per search (the cache ``Matcher`` is given): matching, ranking and phrase checks
+  share them. Positions are read only for phrases, all at once.
 * Matching sets are sorted arrays of segment-local document numbers: unions, intersections
   and differences are numpy set operations; ``date:`` ranges compare the segment's date
   column instead of unioning hundreds of tiered numeric terms.
@@ -39,7 +39,7 @@ import io
 import pickle
 import zlib
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,28 +231,40 @@ _load = pickle.loads
 _decompress = zlib.decompress
 
 
-def _decode(buf: bytes) -> Postings:
-    """A W3 posting list (all its blocks) -> arrays. Each block: a 4-byte length (negative
-    for the last block), a pickled info tuple (count, last id, max weight, compression,
-    min / max length byte), then the pickled (ids delta-coded from 0, weights, values)."""
+def _blocks(buf: bytes) -> Iterator[tuple[tuple[Any, ...], int, int]]:
+    """(info tuple, start of the data, end) of each block of a posting list in Whoosh 3's
+    framing: a 4-byte length (negative for the last block), a pickled info tuple (count,
+    last id, max weight, compression, min / max length byte), then the block's data."""
     if buf[:4] != WHOOSH3_HEADER_MAGIC:
         raise Unsupported("not a W3 posting list")
     stream = io.BytesIO(buf)
-    stream.seek(4)
     load = pickle.load
-    ids_parts: list[np.ndarray] = []
-    weight_parts: list[np.ndarray] = []
-    values: list[Any] = []
     pos = 4
     while True:
         length = int.from_bytes(buf[pos:pos + 4], "big", signed=True)
-        last = length < 0
         end = pos + 4 + abs(length)
         if end > len(buf):
             raise Unsupported("a posting list longer than its extent")
         stream.seek(pos + 4)
-        count, _lastid, _maxw, comp, _mn, _mx = load(stream)
-        data = buf[stream.tell():end]
+        info = load(stream)
+        yield info, stream.tell(), end
+        if length < 0:
+            return
+        pos = end
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _decode(buf: bytes) -> Postings:
+    """A posting list of W3 blocks -> arrays: each block's data is the pickled (ids
+    delta-coded from 0, weights, values), zlib-compressed when its info says so."""
+    ids_parts: list[np.ndarray] = []
+    weight_parts: list[np.ndarray] = []
+    values: list[Any] = []
+    for (count, _lastid, _maxw, comp, _mn, _mx), start, end in _blocks(buf):
+        data = buf[start:end]
         if comp:
             data = _decompress(data)
         ids, weights, vals = _load(data)
@@ -268,42 +280,26 @@ def _decode(buf: bytes) -> Postings:
             weight_parts.append(np.array(weights, dtype=np.float64))
         if vals is not None:
             values.append(vals)
-        pos = end
-        if last:
-            break
-    ids_all = ids_parts[0] if len(ids_parts) == 1 else np.concatenate(ids_parts)
-    w_all = weight_parts[0] if len(weight_parts) == 1 else np.concatenate(weight_parts)
+    ids_all = _joined(ids_parts)
     flat: list[Any] | None = None
     if values and all(isinstance(v, tuple) for v in values):
         flat = [v for block in values for v in block]
         if len(flat) != len(ids_all):
             flat = None  # empty values were dropped: positions are not usable
-    return Postings(ids_all, w_all, flat)
+    return Postings(ids_all, _joined(weight_parts), flat)
 
 
 def _decode_grex(buf: bytes, fixedsize: int | None) -> Postings:
     """A posting list written by grex's codec (grex.codec) -> arrays; values stay encoded
     until asked for (only phrases need them)."""
-    if buf[:4] != WHOOSH3_HEADER_MAGIC:
-        raise Unsupported("not a W3 posting list")
-    stream = io.BytesIO(buf)
-    load = pickle.load
     unpack = HEADER.unpack_from
     hsize = HEADER.size
     ids_parts: list[np.ndarray] = []
     weight_parts: list[np.ndarray] = []
     values = _LazyValues(fixedsize) if fixedsize != 0 else None
     total = 0
-    pos = 4
-    while True:
-        length = int.from_bytes(buf[pos:pos + 4], "big", signed=True)
-        last = length < 0
-        end = pos + 4 + abs(length)
-        if end > len(buf):
-            raise Unsupported("a posting list longer than its extent")
-        stream.seek(pos + 4)
-        count = load(stream)[0]
-        start = stream.tell()
+    for info, start, _end in _blocks(buf):
+        count = info[0]
         flags, ni, nw, nv = unpack(buf, start)
         start += hsize
         ids_part = buf[start:start + ni]
@@ -325,12 +321,7 @@ def _decode_grex(buf: bytes, fixedsize: int | None) -> Postings:
         if values is not None:
             values.add(total, count, flags, buf[start + ni + nw:start + ni + nw + nv])
         total += count
-        pos = end
-        if last:
-            break
-    ids_all = ids_parts[0] if len(ids_parts) == 1 else np.concatenate(ids_parts)
-    w_all = weight_parts[0] if len(weight_parts) == 1 else np.concatenate(weight_parts)
-    return Postings(ids_all, w_all, values)
+    return Postings(_joined(ids_parts), _joined(weight_parts), values)
 
 
 # ------------------------------------------------------------------------------ matching
@@ -667,6 +658,5 @@ def factorize(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     return codes, list(index)
 
 
-SegmentFactory = Callable[[Any, int], Segment]
 
 __all__ = ["EMPTY", "Matcher", "Postings", "Segment", "Unsupported", "factorize", "top"]
