@@ -10,13 +10,14 @@ length back from the length column file it has just written.
 grouped by field and term as they arrive (documents arrive in docnum order, so every posting
 list is already sorted), and writes each posting list's blocks in one step. Text fields with
 grex's ``WordTokenizer`` and the ``Positions`` format are analysed in one pass (words ->
-terms through the tokenizer's cache, positions grouped per term, the one-position encoding
-cached). Everything else (ID, KEYWORD, DATETIME, columns, stored fields, deletions, merges,
-the TOC, locking) is Whoosh's own code.
+terms through the tokenizer's cache, positions grouped per term and kept raw: grex's codec
+stores them so, see grex.codec). Everything else (ID, KEYWORD, DATETIME, columns, stored
+fields, deletions, merges, the TOC, locking) is Whoosh's own code.
 
-The files it writes are the ones ``SegmentWriter`` writes for the same documents: same terms,
-postings, weights, encoded positions, block statistics (field lengths are quantised to the
-length byte exactly as Whoosh reads them back) and stored values; tests compare the two.
+It writes with grex's codec (grex.codec) what ``SegmentWriter`` writes with it for the same
+documents: same terms, postings, weights, positions, block statistics (field lengths are
+quantised to the length byte exactly as Whoosh reads them back) and stored values; tests
+compare what Whoosh reads back from the two.
 
 Memory: the postings of one segment are held in memory (about 60 bytes a posting). When they
 pass ``limitmb`` they are poured into Whoosh's own pool (which spills to disk), and the
@@ -41,15 +42,7 @@ from grex.index import _WORD, MAX_TOKEN, WordTokenizer, _stem_folded, fold
 
 POSTING_BYTES = 60  # rough memory per held posting (arrays + shared value bytes + lists)
 
-_ONE_POSITION: dict[int, bytes] = {}  # position -> Positions encoding of [position]
 _QLENGTH: dict[int, int] = {}  # field length -> the length Whoosh reads back (via one byte)
-
-
-def _encode_one(encode: Any, position: int) -> bytes:
-    v = _ONE_POSITION.get(position)
-    if v is None:
-        v = _ONE_POSITION[position] = encode([position])
-    return v
 
 
 def _qlength(length: int) -> int:
@@ -239,7 +232,7 @@ class BulkWriter(SegmentWriter):
             for tbytes, (ids, weights, values) in terms.items():
                 for docnum, weight, v in zip(ids, weights, values, strict=True):
                     if encode is not None:  # raw positions
-                        v = _encode_one(encode, v) if v.__class__ is int else encode(v)
+                        v = encode([v] if v.__class__ is int else v)
                     add((fieldname, tbytes, docnum, weight, v or None))
         self._bulk = {}
         self._lengths = {}

@@ -346,15 +346,15 @@ class Matcher:
             return [seg.live(self._ids_mask(self._generic(q, seg), seg))
                     for seg in self.segments]
 
-    def docsets(self, q: wq.Query) -> list[np.ndarray]:
-        """Sorted segment-local document numbers matching ``q``, per segment."""
-        return [np.flatnonzero(m) for m in self.masks(q)]
+    def numbered(self, masks: Sequence[np.ndarray]) -> np.ndarray:
+        """The global document numbers (ascending) of per-segment masks."""
+        parts = [np.flatnonzero(mask) + seg.offset
+                 for mask, seg in zip(masks, self.segments, strict=True)]
+        return np.concatenate(parts) if parts else EMPTY
 
     def docset(self, q: wq.Query) -> np.ndarray:
         """Global document numbers matching ``q``, ascending."""
-        parts = [ids + seg.offset if seg.offset else ids
-                 for ids, seg in zip(self.docsets(q), self.segments, strict=True)]
-        return np.concatenate(parts) if parts else EMPTY
+        return self.numbered(self.masks(q))
 
     @staticmethod
     def _ids_mask(ids: np.ndarray, seg: Segment) -> np.ndarray:

@@ -477,9 +477,7 @@ def _date_of(fields: dict[str, Any]) -> datetime | None:
 def _match(m: Matcher, q: wq.Query) -> tuple[list[np.ndarray], np.ndarray]:
     """(a mask of the matching documents per segment, their global numbers ascending)."""
     masks = m.masks(q)
-    parts = [np.flatnonzero(mask) + seg.offset for mask, seg in zip(masks, m.segments,
-                                                                    strict=True)]
-    return masks, (np.concatenate(parts) if parts else EMPTY)
+    return masks, m.numbered(masks)
 
 
 def _scored(m: Matcher, q: wq.Query | None, masks: list[np.ndarray],

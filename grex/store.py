@@ -984,12 +984,10 @@ def thread_summaries(conn: sqlite3.Connection, thread_ids: Sequence[str]
     catalog knows (one query; an id merged away resolves to the thread it went into)."""
     out: dict[str, ThreadSummary] = {}
     wanted = list(dict.fromkeys(thread_ids))
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i:i + 500]
+    for chunk in _chunks(wanted):
         for r in conn.execute(
                 "SELECT thread_id, subject, first_date, last_date, message_count, "
-                f"participants_json FROM threads WHERE thread_id IN ({','.join('?' * len(chunk))})",
-                chunk):
+                f"participants_json FROM threads WHERE thread_id IN ({_qs(chunk)})", chunk):
             out[r[0]] = ThreadSummary(
                 thread_id=r[0], subject=r[1], first_date=datetime.fromtimestamp(r[2], UTC),
                 last_date=datetime.fromtimestamp(r[3], UTC), message_count=r[4],
@@ -997,11 +995,10 @@ def thread_summaries(conn: sqlite3.Connection, thread_ids: Sequence[str]
     missing = [tid for tid in wanted if tid not in out]
     if missing:  # merged away since the index saw them (or not in the catalog at all)
         merged: dict[str, str] = {}
-        for i in range(0, len(missing), 500):
-            chunk = missing[i:i + 500]
+        for chunk in _chunks(missing):
             merged.update(conn.execute(
                 "SELECT old_thread_id, new_thread_id FROM thread_merges WHERE old_thread_id "
-                f"IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+                f"IN ({_qs(chunk)})", chunk).fetchall())
         if merged:
             later = thread_summaries(conn, list(merged.values()))
             out.update((old, later[new]) for old, new in merged.items() if new in later)
