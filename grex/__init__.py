@@ -21,7 +21,7 @@ _LAZY = {"GrexError": "grex.errors", "Address": "grex.models", "Attachment": "gr
 
 def __getattr__(name: str) -> object:
     # imported on first use: `grex search` through the search server imports nothing of
-    # grex but its client (grex.search_client), and dataclasses alone cost ~20 ms
+    # grex but its client (grex.search.client), and dataclasses alone cost ~20 ms
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'grex' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The `grex` command's entry points.
 
 `main` is the console script pip installs (and ``python -m grex``). `grex search` goes to
-the KB's resident search server when one answers (grex.search_client: standard-library
+the KB's resident search server when one answers (grex.search.client: standard-library
 imports only, so a served search never imports Typer, Rich or Whoosh); everything else, and
 a search no server answers, runs grex.cli.main.
 
@@ -30,7 +30,7 @@ _HANDOVER = "from grex.launch import main; main()"
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if "search" in args:
-        from grex import search_client
+        from grex import search as search_client
 
         code = search_client.ask(args)
         if code is not None:
@@ -45,7 +45,7 @@ def fast(argv: list[str] | None = None) -> None:
     is printed here; anything else is handed to a normal Python."""
     args = sys.argv[1:] if argv is None else argv
     if "search" in args:
-        from grex import search_client
+        from grex import search as search_client
 
         code = search_client.ask(args)
         if code is not None:

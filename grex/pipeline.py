@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grex import importer, store
+from grex import ingest, store
 from grex.config import Config
 from grex.models import ImportReport
 
@@ -23,10 +23,10 @@ from grex.models import ImportReport
 # returns a report object with a ``summary()`` or a dict.
 LATER_STAGES: list[tuple[str, str]] = [
     ("extract", "grex.extract.stage:run_extract"),
-    ("index", "grex.index:run_index"),  # after extraction: it indexes entities and topics
+    ("index", "grex.search.index:run_index"),  # after extraction: it indexes entities and topics
     # last: refreshes [export] html_dir (a no-op unless set) through grex.export's
     # run_export, and records when for `grex status`
-    ("export", "grex.ops:refresh_site"),
+    ("export", "grex.ops.runs:refresh_site"),
 ]
 
 
@@ -45,7 +45,7 @@ class PipelineReport:
 def import_paths(kb: store.KB, conn: sqlite3.Connection, config: Config,
                  paths: Iterable[Path | str], *,
                  progress: Callable[[int], None] | None = None) -> ImportReport:
-    return importer.import_messages(kb, conn, importer.scan(paths),
+    return ingest.import_messages(kb, conn, ingest.scan(paths),
                                     subject_merge=config.threading.subject_merge,
                                     progress=progress)
 

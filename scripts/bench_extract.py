@@ -43,7 +43,7 @@ def _cpu_split() -> tuple[float, float]:
 
 def load_posts(corpora: Path, n: int) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
     from grex.errors import GrexError
-    from grex.parse import parse_message
+    from grex.ingest.parse import parse_message
 
     root = corpora / "20news-bydate-train"
     paths = sorted(p for p in root.rglob("*") if p.is_file() and p.name.isdigit())

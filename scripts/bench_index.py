@@ -45,10 +45,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from grex import index as gi  # noqa: E402
 from grex import pipeline, store  # noqa: E402
 from grex.config import load_config  # noqa: E402
-from grex.search import _forget, search  # noqa: E402
+from grex.search import index as gi  # noqa: E402
+from grex.search.opening import _forget  # noqa: E402
+from grex.search.searcher import search  # noqa: E402
 
 CORPUS_CANDIDATES = [os.environ.get("GREX_CORPORA"), REPO.parent / "shared" / "corpora",
                      Path("/work/shared/corpora")]
@@ -152,7 +153,7 @@ def _scaled_part(kb11_path: str, dest: str, copies: list[int]) -> int:
     grex's BulkWriter (a segment whenever the held postings are near the memory limit)."""
     from whoosh import index as wix
 
-    from grex.index_bulk import BulkWriter
+    from grex.search.bulk import BulkWriter
 
     conn = store.KB.open(Path(kb11_path)).connect(readonly=True)
     tids = dict(conn.execute("SELECT message_id, thread_id FROM messages").fetchall())
@@ -262,7 +263,7 @@ def grex_command() -> list[str]:
 
 def _start_server(kb_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     sock = kb_path / "run" / "search.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "grex.search_server", str(kb_path)],
+    proc = subprocess.Popen([sys.executable, "-m", "grex.search.server", str(kb_path)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -173,7 +173,8 @@ def main() -> int:
         g1_w = measure([*grex[:4], str(kb1), *grex[5:]], {**genv, "GREX_SYNC_WORKERS": "2"})
         inproc = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
             import time
-            from grex import store, sync
+            from grex import store
+            from grex.ingest import imap as sync
             from grex.config import load_config
             kb = store.KB.open({str(kb)!r}); conn = kb.connect()
             config = load_config(kb.path)

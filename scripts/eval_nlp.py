@@ -107,7 +107,7 @@ def topic_scores(corpora: Path, seeds: tuple[int, ...] = (42, 43)) -> dict[str, 
     from grex.errors import GrexError
     from grex.extract import topics
     from grex.extract.evaluation import load_20news_sample
-    from grex.parse import parse_message
+    from grex.ingest.parse import parse_message
 
     out: dict[str, float] = {}
     for seed in seeds:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from grex import store
+from grex import ingest, store
+from grex.ingest.parse import parse_message
 from grex.models import Location, RawMessage
-from grex.parse import parse_message
 from tests.corpora import corpus
 
 BASE = datetime(2024, 3, 4, 9, 0, tzinfo=UTC)
@@ -105,7 +105,7 @@ def add_fixture_mails(kb: store.KB, conn: Any, mails: list[dict[str, Any]],
                     f"m{offset + reply}@fixture.example" if reply is not None else "")
         pairs.append((RawMessage(data, Location(f"file:/fixture/{n}.eml")),
                       parse_message(data)))
-    store.add_messages(kb, conn, pairs)
+    ingest.add_messages(kb, conn, pairs)
 
 
 @pytest.fixture(scope="session")

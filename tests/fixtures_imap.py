@@ -210,7 +210,7 @@ def _toml_value(v: object) -> str:
 def write_accounts(kb_path: Path, accounts: list[dict[str, object]]) -> Path:
     """Create the KB (if needed) with a grex.toml holding exactly these [[accounts]]."""
     from grex import store
-    from grex import sync as gsync
+    from grex.ingest import imap as gsync
 
     kb = store.KB.init(kb_path)
     conn = kb.connect()
@@ -227,8 +227,8 @@ def write_accounts(kb_path: Path, accounts: list[dict[str, object]]) -> Path:
 def run_sync(kb_path: Path, **options: object):
     """Sync in-process, as `grex sync --no-later` does; returns the SyncReport."""
     from grex import store
-    from grex import sync as gsync
     from grex.config import load_config
+    from grex.ingest import imap as gsync
 
     config = load_config(kb_path, env={})
     kb = store.KB.open(kb_path)

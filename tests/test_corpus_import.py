@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from grex import importer, store
+from grex import store
+from grex.ingest import importer
 from tests.corpora import CORPORA, corpus
 
 # files in the corpora that are not RFC 5322 messages, and why

@@ -481,7 +481,7 @@ def test_only_exports_the_threads_a_query_matches(tmp_path: Path) -> None:
     with pytest.raises(IndexError_):  # no index yet: a clear error, nothing written
         _export(kb, tmp_path / "none", only="from:cworth@cworth.org")
     assert not (tmp_path / "none").exists()
-    from grex.index import run_index
+    from grex.search.index import run_index
 
     conn = kb.connect()
     with kb.writer_lock():

@@ -59,7 +59,7 @@ def test_topic_nmi_floor() -> None:
     from sklearn.metrics import normalized_mutual_info_score
 
     from grex.extract import topics
-    from grex.parse import parse_message
+    from grex.ingest.parse import parse_message
 
     rows = load_20news_sample(corpus_or_skip("20news-bydate-train"), 2000, 42)
     docs = []
@@ -81,7 +81,7 @@ def test_odd_real_mail_analyses_cleanly(nlp_model, name: str) -> None:  # type: 
     from grex.errors import GrexError
     from grex.extract.analyze import analyze_texts
     from grex.extract.records import Seeds
-    from grex.parse import parse_message
+    from grex.ingest.parse import parse_message
 
     root = corpus_or_skip(name) / name
     texts = []

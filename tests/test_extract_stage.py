@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from grex import store
+from grex import ingest, store
 from grex.config import load_config
 from grex.extract import (
     list_entities,
@@ -196,7 +196,7 @@ def test_a_removed_message_leaves_the_results(fixture_kb, nlp_model) -> None:
     for mid in ("m7@fixture.example", "m6@fixture.example"):
         src = conn.execute("SELECT source FROM locations WHERE message_id = ?",
                            (mid,)).fetchone()[0]
-        store.remove_location(kb, conn, mid, src)
+        ingest.remove_location(kb, conn, mid, src)
     report = _run(kb, conn, nlp_model)
     assert report.messages_deleted == 2
     assert conn.execute("SELECT COUNT(*) FROM extract_messages").fetchone()[0] == 8

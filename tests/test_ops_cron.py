@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from grex import cron
 from grex.errors import ConfigError, SchedulerError
+from grex.ops import cron
 
 CRON_USER = "grex-crontest"
 

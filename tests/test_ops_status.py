@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from grex import ops, store
+from grex import ingest, store
 from grex.errors import KBLocked
+from grex.ops import runs as ops
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,8 @@ def kb(tmp_path: Path) -> store.KB:
 
 HOLDER = """
 import sys, time
-from grex import ops, store
+from grex import store
+from grex.ops import runs as ops
 kb = store.KB.open(sys.argv[1])
 with ops.writer(kb, wait=False, command="grex sync") as run:
     run.counts["new"] = 1
@@ -129,7 +131,8 @@ def test_second_writer_refused_then_killed_holder_repaired(kb: store.KB) -> None
 def test_sigterm_marks_run_interrupted(kb: store.KB) -> None:
     script = """
 import sys, time
-from grex import ops, store
+from grex import store
+from grex.ops import runs as ops
 kb = store.KB.open(sys.argv[1])
 with ops.writer(kb, wait=False, command="grex sync") as run:
     print("locked", flush=True)
@@ -161,7 +164,7 @@ def test_orphan_raw_files_both_ways(kb: store.KB, tmp_path: Path) -> None:
     kept = (kb.raw_dir / row["raw_path"]).read_bytes()
     src = conn.execute("SELECT source FROM locations WHERE message_id = ?",
                        (row["message_id"],)).fetchone()[0]
-    store.remove_location(kb, conn, row["message_id"], src)
+    ingest.remove_location(kb, conn, row["message_id"], src)
     store.write_raw(kb, kept, row["content_hash"])
     # 2. a raw file written but never recorded (crash before the commit)
     new = write_mail(tmp_path / "late", 1, prefix="late")[0]
@@ -203,7 +206,8 @@ def test_forked_worker_of_a_killed_writer_does_not_keep_the_lock(kb: store.KB) -
     not hold the KB lock (they'd share the flock'd file), and SIGTERM must still end them."""
     script = """
 import os, sys, time
-from grex import ops, store
+from grex import store
+from grex.ops import runs as ops
 kb = store.KB.open(sys.argv[1])
 with ops.writer(kb, wait=False, command="grex sync"):
     child = os.fork()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from grex import cron
+from grex.ops import cron
 from tests.fixtures_imap import REPO, ImapUser, grex_cli, kb_state, write_accounts
 
 pytestmark = [pytest.mark.imap, pytest.mark.slow]
@@ -260,7 +260,7 @@ def test_crontab_line_runs_like_cron(imap_user, tmp_path: Path) -> None:
 def test_log_file_rotates_by_size(tmp_path: Path) -> None:
     import logging
 
-    from grex import ops
+    from grex.ops import runs as ops
 
     path = tmp_path / "logs" / "sync.log"
     handler = ops.setup_log_file(path, max_bytes=2000, backups=3)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from grex.errors import ParseError
-from grex.parse import (
+from grex.ingest.parse import (
     html_to_text,
     parse_id_list,
     parse_message,

@@ -11,13 +11,13 @@ import pytest
 from whoosh import index as wix
 from whoosh.writing import SegmentWriter
 
-from grex import index as gi
 from grex import pipeline, store
-from grex.codec import GrexCodec
 from grex.config import load_config
-from grex.index_bulk import BulkWriter
-from grex.query import parse_query
-from grex.search import search
+from grex.search import index as gi
+from grex.search.bulk import BulkWriter
+from grex.search.codec import GrexCodec
+from grex.search.query import parse_query
+from grex.search.searcher import search
 from tests.corpora import corpus
 
 pytestmark = pytest.mark.corpus
@@ -198,7 +198,7 @@ def test_grex_codec_reads_back_what_w3_stores(kb: store.KB, tmp_path: Path) -> N
 def test_posting_arrays_are_what_the_matchers_read(kb: store.KB, tmp_path: Path) -> None:
     """grex.postings reads every posting list (W3 blocks and grex blocks) into the ids,
     weights, values and positions Whoosh's matcher walks one posting at a time."""
-    from grex.postings import Segment, _LazyValues
+    from grex.search.postings import Segment, _LazyValues
 
     docs = _documents(kb)
     paths = [_write(tmp_path / "w3", SegmentWriter, docs),
@@ -236,7 +236,8 @@ def test_posting_arrays_are_what_the_matchers_read(kb: store.KB, tmp_path: Path)
 def test_segments_of_both_codecs_and_a_merge(kb: store.KB, tmp_path: Path) -> None:
     """An index holding W3 segments and grex segments is searched like Whoosh searches it;
     merging them all (optimize) writes grex blocks and the same postings."""
-    from grex.search import _ranked, docset
+    from grex.search.opening import docset
+    from grex.search.searcher import _ranked
 
     docs = _documents(kb)
     path = tmp_path / "mixed"

@@ -120,8 +120,8 @@ def test_search_path_imports_no_nlp(notmuch_default_kb: Path) -> None:
 
 def test_docset_equals_whoosh_matching(notmuch_default_kb: Path) -> None:
     """grex's set-based matching (thread grouping, facets) equals what Whoosh scores."""
-    from grex.query import parse_query
-    from grex.search import docset, with_index
+    from grex.search.opening import docset, with_index
+    from grex.search.query import parse_query
 
     queries = ["install AND NOT subject:PATCH", "emacs -subject:patch", "NOT maildir", "*",
                "maildir OR emacs", "(notmuch OR xapian) AND NOT from:cworth", "pat*",
@@ -139,7 +139,7 @@ def test_docset_equals_whoosh_matching(notmuch_default_kb: Path) -> None:
 
 def test_matching_threads_equals_the_thread_hits(notmuch_default_kb: Path) -> None:
     from grex import store
-    from grex.search import matching_threads, search
+    from grex.search.searcher import matching_threads, search
 
     kb = store.KB.open(notmuch_default_kb)
     for q in ("subject:PATCH", "maildir -emacs", "*"):

@@ -6,15 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from grex.index import (
-    Knowledge,
-    make_schema,
-    message_document,
-    mime_flags,
-    to_knowledge,
-    validate_document,
-)
 from grex.models import Address, Attachment, Body, Message
+from grex.search.documents import Knowledge, message_document, to_knowledge, validate_document
+from grex.search.index import mime_flags
+from grex.search.schema import make_schema
 
 
 def _msg(**kw: object) -> Message:
@@ -100,7 +95,7 @@ def test_validation_rejects_what_a_writer_would_choke_on(bad: dict[str, object])
 def test_schema_pickles_without_the_stem_cache() -> None:
     import pickle
 
-    from grex.index import text_analyzer
+    from grex.search.schema import text_analyzer
 
     text_analyzer()  # fill nothing in particular
     list(text_analyzer()("running quickly"))
@@ -111,9 +106,10 @@ def test_schema_pickles_without_the_stem_cache() -> None:
 def test_security_is_parsed_and_kept_and_old_rows_fall_back_to_the_raw(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The parser keeps signed/encrypted; a catalog row stored before it did (NULL) is
     still flagged, from its raw file."""
-    from grex import importer, store
-    from grex.index import _DocBuilder
-    from grex.parse import parse_message
+    from grex import store
+    from grex.ingest import importer
+    from grex.ingest.parse import parse_message
+    from grex.search.index import _DocBuilder
 
     signed = (b"From: A <a@x.example>\nTo: b@x.example\nSubject: s\nMessage-ID: <s1@x>\n"
               b"Date: Mon, 4 Mar 2024 10:00:00 +0000\nMIME-Version: 1.0\n"

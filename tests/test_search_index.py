@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from grex import pipeline, store
+from grex import ingest, pipeline, store
 from grex.config import load_config
 from grex.errors import IndexError_
-from grex.index import SEGMENT_LIMIT, rebuild_index, run_index
-from grex.search import index_stats, iter_index_docs, search
+from grex.search.index import rebuild_index, run_index
+from grex.search.schema import SEGMENT_LIMIT
+from grex.search.searcher import index_stats, iter_index_docs, search
 from tests.fixtures_search import write_mail
 
 
@@ -83,7 +84,7 @@ def test_unshared_message_leaves_the_index(mail: Mail) -> None:
     mail.sync()
     assert mail.ids("falcon") == {keep, gone}
     for loc in store.message_locations(mail.conn, gone):
-        store.remove_location(mail.kb, mail.conn, gone, loc.source)
+        ingest.remove_location(mail.kb, mail.conn, gone, loc.source)
     report = run_index(mail.kb, mail.conn, mail.config)
     assert report.deleted == 1
     assert mail.ids("falcon") == {keep}
@@ -98,8 +99,8 @@ def test_unshared_message_leaves_the_index(mail: Mail) -> None:
 def _same_docsets(kb: store.KB, queries: list[str]) -> None:
     """grex's set-based matching equals Whoosh's own docs_for_query, less deleted documents
     (Whoosh's NOT matches deleted documents until a merge; grex's docset does not)."""
-    from grex.query import parse_query
-    from grex.search import docset, with_index
+    from grex.search.opening import docset, with_index
+    from grex.search.query import parse_query
 
     def check(opened: Any) -> None:
         s = opened.searcher
@@ -213,7 +214,7 @@ def _writer(kb_path: str, maildir: str, rounds: int, ready: Any) -> None:
 
 @pytest.mark.slow
 def test_search_while_another_process_writes(mail: Mail) -> None:
-    import grex.search as gs
+    import grex.search.searcher as gs
 
     mail.deliver(subject="live seed", body="streaming seed")
     mail.sync()
@@ -265,8 +266,9 @@ def test_merge_policy_merges_small_and_mostly_deleted_segments_only(tmp_path: Pa
 
     from whoosh import index as wix
 
-    from grex.index import _merge_policy, make_schema
-    from grex.index_bulk import BulkWriter
+    from grex.search.bulk import BulkWriter
+    from grex.search.index import _merge_policy
+    from grex.search.schema import make_schema
 
     ix = wix.create_in(str(tmp_path), make_schema())
     n = 0

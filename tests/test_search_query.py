@@ -8,9 +8,18 @@ import pytest
 from whoosh import query as wq
 
 from grex.errors import QueryError
-from grex.index import name_analyzer, text_analyzer
-from grex.query import And, DateSpan, Not, Or, Word, format_error, parse_date_range, parse_query
-from grex.search import snippet_for
+from grex.search.query import (
+    And,
+    DateSpan,
+    Not,
+    Or,
+    Word,
+    format_error,
+    parse_date_range,
+    parse_query,
+)
+from grex.search.schema import name_analyzer, text_analyzer
+from grex.search.snippets import snippet_for
 
 NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from whoosh import query as wq
 
-from grex import search as gs
-from grex.query import parse_query
+from grex.search import searcher as gs
+from grex.search.query import parse_query
 
 pytestmark = pytest.mark.corpus
 

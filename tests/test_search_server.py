@@ -1,4 +1,4 @@
-"""The resident search server (grex.search_server) with real processes: a `grex search`
+"""The resident search server (grex.search.server) with real processes: a `grex search`
 answered by it prints exactly what the in-process search prints, sees index changes,
 survives a killed server, and the server goes away when idle."""
 
@@ -35,7 +35,7 @@ def grex(*args: str, server: str = "1", extra: dict[str, str] | None = None,
 
 def start_server(kb: Path, idle: float = 300) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "GREX_SEARCH_SERVER_IDLE": str(idle)}
-    proc = subprocess.Popen([sys.executable, "-m", "grex.search_server", str(kb)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "grex.cli.serve", str(kb)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: server_pid(kb) == proc.pid or proc.poll() is not None, 60)
     assert server_pid(kb) == proc.pid, (kb / "run" / "search.log").read_text()
@@ -72,7 +72,7 @@ def served(kb: Path, *args: str) -> bool:
     Whoosh nor grex's CLI."""
     done = grex("--kb", str(kb), "search", *args, importtime=True)
     assert done.returncode == 0, done.stderr
-    return "grex.search_client" in done.stderr and "whoosh" not in done.stderr and \
+    return "grex.search.client" in done.stderr and "whoosh" not in done.stderr and \
         "grex.cli" not in done.stderr
 
 
@@ -200,7 +200,7 @@ def test_disabled_and_default_under_tests_start_no_server(kb: Path) -> None:
 
 def test_second_server_for_the_same_kb_exits(kb: Path, server: object) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    second = subprocess.run([sys.executable, "-m", "grex.search_server", str(kb)], env=env,
+    second = subprocess.run([sys.executable, "-m", "grex.cli.serve", str(kb)], env=env,
                             timeout=60, capture_output=True)
     assert second.returncode == 0
     assert served(kb, "budget")
@@ -246,7 +246,7 @@ def test_server_exits_when_grex_code_changes(kb: Path, tmp_path: Path) -> None:
     shutil.copytree(REPO / "grex", copy / "grex",
                     ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "PYTHONPATH": str(copy), "GREX_SEARCH_SERVER_IDLE": "300"}
-    proc = subprocess.Popen([sys.executable, "-m", "grex.search_server", str(kb)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "grex.cli.serve", str(kb)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=tmp_path)  # -m puts the cwd first: not the repo's grex
     try:
@@ -296,7 +296,7 @@ def test_fast_launcher_serves_a_search_without_site(kb: Path, server: object,
     done = run_launcher(launcher, "--kb", str(kb), "search", "--json", "budget")
     assert (done.returncode, done.stdout) == (0, want.stdout)
     mods = imported(done.stderr)
-    assert "grex.search_client" in mods
+    assert "grex.search.client" in mods
     assert not mods & {"site", "whoosh", "grex.cli", "typing"}, mods & {"site", "whoosh"}
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from grex import importer, store
+from grex import ingest, store
 from grex.errors import KBLocked
+from grex.ingest import importer
+from grex.ingest.parse import parse_message
 from grex.models import Location, RawMessage
-from grex.parse import parse_message
 from tests.corpora import corpus
 from tests.fixtures_core import Mailbox, build_mail
 
@@ -46,7 +47,7 @@ def test_removing_the_last_location_removes_the_message(kb, conn, mailbox: Mailb
     tid = store.message_thread_id(conn, root)
     locs = store.message_locations(conn, reply)
     seq = store.last_seq(conn)
-    assert store.remove_location(kb, conn, reply, locs[0].source)
+    assert ingest.remove_location(kb, conn, reply, locs[0].source)
     assert store.get_message(conn, reply) is None
     t = store.get_thread(conn, tid)
     assert t is not None and t.message_ids == (root,)
@@ -92,7 +93,7 @@ def test_pruned_feed_keeps_what_a_stage_has_not_seen(kb, conn, mailbox: Mailbox)
     # a never-recorded one by it); everything else consumed goes
     gone = new[0].key
     loc = store.message_locations(conn, gone)[0]
-    assert store.remove_location(kb, conn, gone, loc.source)
+    assert ingest.remove_location(kb, conn, gone, loc.source)
     for name in ("index", "export"):
         store.set_cursor(conn, name, store.last_seq(conn))
     assert store.prune_changes(conn) > 0
@@ -140,8 +141,8 @@ def test_orphan_raw_file_from_a_crash_is_adopted(kb, conn, mailbox: Mailbox) -> 
 def test_add_messages_is_atomic_per_batch(kb, conn) -> None:  # type: ignore[no-untyped-def]
     mid, data = build_mail(subject="x")
     raw = RawMessage(data, Location("file:/x"))
-    store.add_messages(kb, conn, [(raw, parse_message(data))])
-    res = store.add_messages(kb, conn, [(raw, parse_message(data))])
+    ingest.add_messages(kb, conn, [(raw, parse_message(data))])
+    res = ingest.add_messages(kb, conn, [(raw, parse_message(data))])
     assert res.added == () and res.unchanged == 1
     assert store.counts(conn)["messages"] == 1
 

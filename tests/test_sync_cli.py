@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 
-from grex import sync as gsync
 from grex.config import Account
 from grex.errors import ConfigError
+from grex.ingest import imap as gsync
 from tests.fixtures_imap import grex_cli, kb_state, write_accounts
 
 SHARE = ("grex-share",)

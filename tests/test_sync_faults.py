@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from grex import sync as gsync
+from grex.ingest import imap as gsync
 from tests.fixtures_imap import ImapUser, grex_cli, kb_state, run_sync, write_accounts
 
 pytestmark = pytest.mark.imap
@@ -110,7 +110,8 @@ def test_server_restart_mid_sync_is_retried_and_resumed(imap_user, imap_server, 
     mids = _load_many(imap_user, 60)
     kb = write_accounts(tmp_path / "kb", [imap_user.account()])
     monkeypatch.setenv("GREX_SYNC_BATCH", "10")
-    monkeypatch.setattr(gsync, "PARALLEL_MIN", 20)  # parse in worker processes (opt-in)
+    # parse in worker processes (opt-in)
+    monkeypatch.setattr("grex.ingest.imap.fetch.PARALLEL_MIN", 20)
     monkeypatch.setenv("GREX_SYNC_WORKERS", "2")
     restarted = []
 

@@ -12,8 +12,8 @@ import re
 import sqlite3
 
 from grex import store
-from grex import sync as gsync
 from grex.config import Account
+from grex.ingest import imap as gsync
 
 ALL_MAIL = "[Gmail]/All Mail"
 

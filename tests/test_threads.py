@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 
-from grex import importer, store
-from grex.threads import Link, build_threads, normalize_subject
+from grex import store
+from grex.ingest import importer
+from grex.ingest.threads import Link, build_threads, normalize_subject
 from tests.corpora import corpus
 from tests.fixtures_core import Mailbox
 

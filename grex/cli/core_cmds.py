@@ -76,14 +76,14 @@ def register(app: typer.Typer) -> None:
                                             "export) afterwards")] = True,
     ) -> None:
         """Import mail from files. Importing the same files twice adds nothing."""
-        from grex import importer
+        from grex import ingest
 
         st = state(ctx)
         if not (st.kb_path / store.CATALOG).exists():
             store.KB.init(st.kb_path)
         kb, conn, config = st.open()
         with kb.writer_lock(wait=True, timeout=600, command="grex import"):
-            total = importer.count_messages(paths)
+            total = ingest.count_messages(paths)
             with progress_bar(st, "Importing", total) as advance:
                 report = pipeline.import_paths(kb, conn, config, paths, progress=advance)
             stages = pipeline.run_later_stages(kb, conn, config) if later else None
@@ -210,13 +210,13 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def rebuild(ctx: typer.Context) -> None:
         """Re-parse every raw message and re-thread the catalog (after an upgrade)."""
-        from grex import rebuild as rb
+        from grex import ingest
 
         st = state(ctx)
         kb, conn, config = st.open()
         with kb.writer_lock(wait=True, timeout=600, command="grex rebuild"):
             n = conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
             with progress_bar(st, "Re-parsing", n) as advance:
-                report = rb.rebuild_catalog(kb, conn, config, progress=advance)
+                report = ingest.rebuild_catalog(kb, conn, config, progress=advance)
         say(st, f"{report['reparsed']} messages re-parsed, {report['threads']} threads")
 

@@ -121,10 +121,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the extraction on one message or text (offsets are into the analysed text:
         the new text of an .eml, or a plain text exactly as given)."""
-        from grex.extract import analysis_json
-        from grex.extract.analyze import analyze_text
-        from grex.extract.model import load_model
-        from grex.extract.stage import seeds_for
+        from grex.extract import analysis_json, analyze_text, load_model, seeds_for
 
         st = state(ctx)
         try:
@@ -134,7 +131,7 @@ def register(app: typer.Typer) -> None:
         seeds = None
         text = data.decode("utf-8", errors="replace")
         if file.lower().endswith(".eml") or _looks_like_mail(data):
-            from grex.parse import parse_message
+            from grex.ingest import parse_message
 
             try:
                 msg = parse_message(data)

@@ -1,5 +1,5 @@
 """`grex cron`, `grex status`, `grex doctor`: running grex unattended, thin over grex.cron,
-grex.status and grex.doctor."""
+grex.status and grex.ops."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from grex import cron, doctor, store
-from grex import status as gstatus
+from grex import ops, store
 from grex.cli.core import JsonOpt, emit_json, say, state
 from grex.errors import GrexError
 
@@ -49,10 +48,10 @@ def cron_install(
     """Run `grex sync --quiet` on a schedule for this KB (replaces its earlier schedule)."""
     st = state(ctx)
     kb = _kb(ctx)
-    schedule = cron.parse_every(every)
+    schedule = ops.parse_every(every)
     warnings = _password_warnings(ctx)
     if systemd:
-        paths = cron.systemd_install(kb.path, schedule, unit_dir)
+        paths = ops.systemd_install(kb.path, schedule, unit_dir)
         timer = next(p for p in paths if p.suffix == ".timer")
         if json_out:
             emit_json({"systemd": True, "every": str(schedule), "units": [str(p) for p in paths],
@@ -63,14 +62,14 @@ def cron_install(
         say(st, f"enable it with: systemctl --user daemon-reload && "
                 f"systemctl --user enable --now {timer.name}")
     else:
-        result = cron.cron_install(kb.path, schedule)
+        result = ops.cron_install(kb.path, schedule)
         if json_out:
             emit_json({"systemd": False, "every": str(schedule), "changed": result.changed,
                        "block": result.block, "warnings": warnings})
             return
         say(st, ("Installed" if result.changed else "Already installed") +
             f": grex sync every {schedule} for {kb.path}, logging to "
-            f"{kb.logs_dir / cron.LOG_NAME}")
+            f"{kb.logs_dir / ops.LOG_NAME}")
         say(st, result.block.rstrip("\n"))
     for w in warnings:
         say(st, f"warning: {w}")
@@ -85,7 +84,7 @@ def cron_show(
     """Show the crontab block of this KB (or every grex block with --all)."""
     st = state(ctx)
     kb_path = None if all_ else state(ctx).kb_path.resolve()
-    result = cron.cron_show(kb_path)
+    result = ops.cron_show(kb_path)
     if json_out:
         emit_json({"installed": bool(result.block), "block": result.block})
         return
@@ -106,13 +105,13 @@ def cron_remove(
     st = state(ctx)
     kb_path = st.kb_path.resolve()
     if systemd:
-        removed = cron.systemd_remove(kb_path, unit_dir)
+        removed = ops.systemd_remove(kb_path, unit_dir)
         if json_out:
             emit_json({"removed": [str(p) for p in removed]})
             return
         say(st, "\n".join(f"removed {p}" for p in removed) or "no units for this KB")
         return
-    result = cron.cron_remove(kb_path)
+    result = ops.cron_remove(kb_path)
     if json_out:
         emit_json({"removed": result.changed})
         return
@@ -130,7 +129,7 @@ def _run_line(r: Any) -> str:
     return f"{r.result}, started {r.started_at}{dur}{tail}{err}"
 
 
-def _print_status(st: Any, s: gstatus.Status) -> None:
+def _print_status(st: Any, s: ops.Status) -> None:
     say(st, f"Knowledge base {s.kb}")
     say(st, "Last sync: " + (_run_line(s.last_sync) if s.last_sync else "never"))
     c = s.counts
@@ -182,7 +181,7 @@ def register(app: typer.Typer) -> None:
             html_dir = Path(html) if html else None
         except Exception:  # noqa: BLE001 - a broken config must not hide the KB's state
             html_dir = None
-        s = gstatus.gather_status(kb, html_dir)
+        s = ops.gather_status(kb, html_dir)
         if json_out:
             emit_json(s.to_dict())
             return
@@ -201,14 +200,14 @@ def register(app: typer.Typer) -> None:
 
         Exits 1 when a check FAILs."""
         st = state(ctx)
-        checks = doctor.run_doctor(st.kb_path.resolve(), st.config, repair=repair,
+        checks = ops.run_doctor(st.kb_path.resolve(), st.config, repair=repair,
                                    server=server)
-        worst = doctor.worst(checks)
+        worst = ops.worst(checks)
         if json_out:
             emit_json({"result": worst, "checks": [c.to_dict() for c in checks]})
         else:
             for c in checks:
                 say(st, c.line())
-        if worst == doctor.FAIL:
-            failed = [c.name for c in checks if c.level == doctor.FAIL]
+        if worst == ops.FAIL:
+            failed = [c.name for c in checks if c.level == ops.FAIL]
             raise GrexError(f"doctor: {len(failed)} check(s) failed: {', '.join(failed)}")

@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Rebuild the search index from the catalog into a new directory, then swap it in
         (searches keep using the old one until the swap)."""
-        from grex import index as gi
+        from grex import search as gi
 
         st = state(ctx)
         kb, conn, config = st.open()
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
 
 def _with_caret(e: QueryError) -> QueryError:
     """The same error, its message followed by the query and a caret under the problem."""
-    from grex.query import format_error
+    from grex.search import format_error
 
     return QueryError(format_error(e), query=e.query, position=e.position)
 
@@ -182,13 +182,13 @@ def fast_main(argv: list[str]) -> int | None:
     this first; it returns None (Typer then handles the command) for anything but a plain
     search: another command, --help, an option it does not know. Same options, output and
     exit codes as the Typer command. After a search it starts the KB's search server for
-    the next `grex search` (grex.search_client; GREX_SEARCH_SERVER=0 disables it).
+    the next `grex search` (grex.search.client; GREX_SEARCH_SERVER=0 disables it).
     """
     parsed = parse_fast_argv(argv)
     if parsed is None:
         return None
     kb_flag, quiet, opts = parsed
-    from grex import search_client
+    from grex import search as search_client
     from grex.cli.core import err_console
 
     # an entry point older than grex.launch reaches here first: the server still answers

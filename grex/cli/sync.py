@@ -9,8 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from grex import ops, pipeline, store
-from grex import sync as gsync
+from grex import ingest, ops, pipeline, store
 from grex.cli.core import (
     AppState,
     JsonOpt,
@@ -45,7 +44,7 @@ def _progress(st: AppState) -> Iterator[Callable[[str, int, int | None], None] |
         yield update
 
 
-def _plan_json(item: gsync.PlanItem) -> dict[str, Any]:
+def _plan_json(item: ingest.PlanItem) -> dict[str, Any]:
     return {"action": item.action, "account": item.account, "folder": item.folder,
             "uid": item.uid, "message_id": item.message_id, "subject": item.subject,
             "reason": item.reason}
@@ -96,7 +95,7 @@ def register(app: typer.Typer) -> None:
                        command="grex sync", conn=conn)
         stages = None
         with writer as run, _progress(st) as progress:
-            report = gsync.sync(kb, conn, config, account=account, full=all_, dry_run=dry_run,
+            report = ingest.sync(kb, conn, config, account=account, full=all_, dry_run=dry_run,
                                 progress=run.progress(progress) if run else progress)
             if run:
                 run.counts.update({k: report.total(k) for k in
@@ -148,7 +147,7 @@ def register(app: typer.Typer) -> None:
         """Say why a thread is in the KB: who shared it, from which folder, by which rule."""
         st = state(ctx)
         _, conn, _ = st.open()
-        r = gsync.why(conn, thread_id)
+        r = ingest.why(conn, thread_id)
         if json_out:
             emit_json(r)
             return

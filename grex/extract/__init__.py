@@ -30,9 +30,30 @@ from grex.extract.stage import (
     list_topics,
     refit_topics,
     run_extract,
+    seeds_for,
     thread_knowledge,
     who,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from grex.extract.analyze import analyze_text, analyze_texts
+    from grex.extract.model import load_model
+
+# imported on first use: these import spaCy
+_LAZY = {"analyze_text": "grex.extract.analyze", "analyze_texts": "grex.extract.analyze",
+         "load_model": "grex.extract.model"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def model_info(config: Any = None) -> ModelInfo:
@@ -48,6 +69,7 @@ def model_info(config: Any = None) -> ModelInfo:
 __all__ = [
     "Entity", "EntitySummary", "ExtractReport", "Keyphrase", "ModelInfo", "PersonExpertise",
     "Phrase", "Seeds", "TextAnalysis", "ThreadKnowledge", "TopicInfo", "analysis_json",
+    "analyze_text", "analyze_texts", "load_model", "seeds_for",
     "get_thread_knowledge", "has_results", "list_entities", "list_people", "list_topics",
     "model_info",
     "refit_topics", "run_extract", "thread_knowledge", "who",

@@ -145,7 +145,7 @@ def doc_to_analysis(doc: Doc, truncated: bool, text: str | None = None) -> TextA
 
 def _make_docs(nlp: Language, items: Sequence[tuple[str, Seeds]], max_chars: int,
                ) -> tuple[list[Doc], list[bool]]:
-    from grex.extract.components import SEEDS_KEY, TEXT_KEY
+    from grex.extract.rules import SEEDS_KEY, TEXT_KEY
 
     docs: list[Doc] = []
     flags: list[bool] = []
@@ -214,7 +214,7 @@ def _longest_first(items: Sequence[tuple[str, Seeds]]) -> list[int]:
 
 def _analyze_part(nlp: Language, part: Sequence[tuple[str, Seeds]], batch_size: int,
                   max_chars: int) -> list[TextAnalysis]:
-    from grex.extract.components import TEXT_KEY
+    from grex.extract.rules import TEXT_KEY
 
     order = _longest_first(part)
     out: dict[int, TextAnalysis] = {}

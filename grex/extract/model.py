@@ -113,7 +113,7 @@ def build_pipeline(nlp: Language, *, gazetteer: bool = True) -> Language:
     # The rules set labels the model doesn't know (EMAIL, TICKET, ...); NER then makes
     # transition names for them ("U-TICKET"). Strings first made inside nlp.memory_zone()
     # vanish when it ends, so make them permanent here, outside any zone.
-    from grex.extract.components import RULE_LABELS
+    from grex.extract.rules import RULE_LABELS
 
     labels = set(RULE_LABELS) | set(getattr(nlp.get_pipe("ner"), "labels", ()))
     for label in labels:

@@ -1,12 +1,13 @@
-"""A KB's resident search server: `python -m grex.search_server KB`.
+"""A KB's resident search server, started as `python -m grex.cli.serve KB`.
 
 Why: a `grex search` process spends most of its time starting Python, importing grex's
 CLI and Whoosh and opening the index cold; the search itself takes milliseconds. Like
 `mu server`, one process per KB keeps the index open and answers `grex search` clients
-(grex.search_client) over a Unix socket, ``KB/run/search.sock``.
+(grex.search.client) over a Unix socket, ``KB/run/search.sock``.
 
-* Same output: the answer is formatted by the code the in-process path runs
-  (grex.cli.search.run_fast), on Rich consoles built from the client's environment and
+* Same output: the answer is formatted by the code the in-process path runs (the
+  ``frontend`` the CLI hands in: grex.cli.search's parse_fast_argv and run_fast, so this
+  library module never imports the CLI), on Rich consoles built from the client's environment and
   terminal facts; the client prints those bytes and exits with the code returned.
 * Security: ``KB/run`` is mode 0700, the socket 0600, and a peer of another uid
   (SO_PEERCRED) is refused.
@@ -42,7 +43,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from grex.search_client import (
+from grex.search.client import (
     IDLE_ENV,
     LOCK_NAME,
     LOG_NAME,
@@ -88,7 +89,8 @@ class _ClientStream(io.StringIO):
 
 
 class Server:
-    def __init__(self, kb: Path, idle: float) -> None:
+    def __init__(self, kb: Path, idle: float, frontend: Any) -> None:
+        self.frontend = frontend
         self.kb = kb
         self.run_dir = kb / RUN_DIR
         self.sock_path = self.run_dir / SOCKET_NAME
@@ -147,8 +149,7 @@ class Server:
 
     def warm(self) -> None:
         """Import what a search needs and open the index, before clients can connect."""
-        import grex.cli.search  # noqa: F401 - the formatting code
-        from grex import search as gs
+        from grex.search import opening as gs
 
         gs.LONG_LIVED[0] = True
         with contextlib.suppress(Exception):  # no index yet: the first search says so
@@ -264,9 +265,7 @@ class Server:
             self.stop_reason = "grex's code changed"
             self.stop.set()
             return {"fallback": "code changed", "spawn": True}
-        from grex.cli.search import parse_fast_argv, run_fast
-
-        parsed = parse_fast_argv(list(req.get("argv") or []))
+        parsed = self.frontend.parse_fast_argv(list(req.get("argv") or []))
         if parsed is None:
             return {"fallback": "not a plain search", "spawn": False}
         _kb_flag, quiet, opts = parsed
@@ -274,7 +273,8 @@ class Server:
         out, err = self._consoles(req, env)
         try:
             with self.search_lock:
-                code, _kb = run_fast(str(req["kb"]), quiet, opts, out=out, err=err, env=env)
+                code, _kb = self.frontend.run_fast(str(req["kb"]), quiet, opts, out=out,
+                                                   err=err, env=env)
         except Exception:  # noqa: BLE001 - let the client meet it in-process
             self.log("search raised:\n" + traceback.format_exc())
             return {"fallback": "unexpected error", "spawn": False}
@@ -302,13 +302,15 @@ class Server:
         return out, err
 
 
-def serve(kb: Path, idle: float | None = None) -> int:
+def serve(kb: Path, frontend: Any, idle: float | None = None) -> int:
+    """Serve searches of ``kb`` until idle; ``frontend`` parses a client's argv and runs
+    the search as the CLI does (``parse_fast_argv``, ``run_fast``)."""
     if idle is None:
         try:
             idle = float(os.environ.get(IDLE_ENV, "") or DEFAULT_IDLE)
         except ValueError:
             idle = DEFAULT_IDLE
-    server = Server(kb.absolute(), idle)
+    server = Server(kb.absolute(), idle, frontend)
     if not server.prepare():
         return 0
 
@@ -330,15 +332,3 @@ def serve(kb: Path, idle: float | None = None) -> int:
     finally:
         server.close()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.stderr.write("usage: python -m grex.search_server KB\n")
-        return 2
-    return serve(Path(args[0]))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from grex import store
 from grex.config import Config
 from grex.errors import ParseError
-from grex.parse import parse_message
+from grex.ingest import catalog
+from grex.ingest.parse import parse_message
 
 
 def rebuild_catalog(kb: store.KB, conn: sqlite3.Connection, config: Config, *,
@@ -30,5 +31,5 @@ def rebuild_catalog(kb: store.KB, conn: sqlite3.Connection, config: Config, *,
                 reparsed += 1
         if progress:
             progress(len(rows[i:i + 500]))
-    changed, _ = store.rethread_all(conn, subject_merge=config.threading.subject_merge)
+    changed, _ = catalog.rethread_all(conn, subject_merge=config.threading.subject_merge)
     return {"reparsed": reparsed, "threads": changed}

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from grex import ops
+from grex.ops import runs as ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +100,7 @@ def index_health(kb_root: Path, conn: sqlite3.Connection, tables: set[str]) -> I
     """Compare the index with the catalog: same set of message ids, cursor caught up."""
     catalog = _count(conn, tables, "messages") or 0
     try:
-        from grex import index as gindex
+        from grex import search as gindex
     except ImportError:
         return None
     doc_ids = _index_doc_ids(gindex, kb_root)

@@ -1,4 +1,7 @@
-"""grex's search index (Whoosh): schema, documents, the index stage and rebuilds.
+"""grex's search index (Whoosh): the index stage, its generations and rebuilds.
+
+The schema and analyzers are in ``grex.search.schema``, the documents in
+``grex.search.documents``; the bulk writer of full builds in ``grex.search.bulk``.
 
 Granularity: **one Whoosh document per message**, carrying its thread id.
 
@@ -38,450 +41,32 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import Stemmer
-from whoosh import columns, fields
-from whoosh.analysis import Token, Tokenizer
-from whoosh.support.charset import accent_map
-
 from grex.errors import IndexError_
 from grex.models import Message
-
-_snowball = Stemmer.Stemmer("english").stemWord  # Porter2, as Snowball defines it now
-
-SCHEMA_VERSION = 2  # 2: posting blocks of grex.codec, Snowball stemmer of PyStemmer
-INDEX_LINK = "index"
-GENERATIONS_DIR = "index.d"
-META_FILE = "grex-index.json"
-EXCERPT_CHARS = 4_000  # stored body text for snippets (the whole body is indexed)
-MAX_TOKEN = 64  # longer "words" are base64 / uuencode noise
-SEGMENT_LIMIT = 8  # merge the smallest segments when a commit would leave more
-WRITER_TIMEOUT = 120.0  # seconds to wait for Whoosh's write lock
-READ_RETRIES = 6
-PARALLEL_FROM = 2000  # messages: a rebuild of this many uses two processes (on 2+ cores)
-
-TOKEN_PATTERN = r"\w+"
-
-
-# ---------------------------------------------------------------------------------- schema
-
-
-_STEM_CACHE: dict[str, str] = {}  # raw word -> indexed term (unbounded, per process)
-_FOLD_CACHE: dict[str, str] = {}
-_PORTER_CACHE: dict[str, str] = {}  # folded word -> stem ("The", "THE", "the": one stem() call)
-_WORD = re.compile(TOKEN_PATTERN)
-
-
-class WordTokenizer(Tokenizer):
-    """``\\w+`` words, lowercased, accents folded, optionally Porter2-stemmed, in one pass.
-
-    The same result as ``RegexTokenizer | LowercaseFilter | CharsetFilter(accent_map) |
-    StemFilter(<Snowball English>, cachesize=-1)`` at about twice the speed: Whoosh's analyzers
-    are chains of generators, and indexing spends most of its time in them. The word cache
-    is module-level (not pickled into the index's schema).
-    """
-
-    def __init__(self, stem: bool = True) -> None:
-        self.stem = stem
-        self.is_morph = stem
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, WordTokenizer) and type(other) is type(self) and \
-            other.stem == self.stem
-
-    def __hash__(self) -> int:
-        return hash((type(self).__name__, self.stem))
-
-    def __call__(self, value: str, positions: bool = False, chars: bool = False,
-                 keeporiginal: bool = False, removestops: bool = True, start_pos: int = 0,
-                 start_char: int = 0, tokenize: bool = True, mode: str = "", **kwargs: Any):
-        t = Token(positions, chars, removestops=removestops, mode=mode, **kwargs)
-        if not tokenize:
-            t.original = t.text = value
-            t.boost = 1.0
-            if positions:
-                t.pos = start_pos
-            if chars:
-                t.startchar = start_char
-                t.endchar = start_char + len(value)
-            yield t
-            return
-        cache = _STEM_CACHE if self.stem else _FOLD_CACHE
-        stem = _stem_folded if self.stem else None
-        pos = start_pos
-        for m in _WORD.finditer(value):
-            word = m.group()
-            term = cache.get(word)
-            if term is None:
-                term = fold(word)
-                if len(term) > MAX_TOKEN:
-                    term = ""
-                elif stem is not None:
-                    term = stem(term)
-                if len(cache) < 2_000_000:
-                    cache[word] = term
-            if not term:
-                continue
-            t.text = term
-            t.boost = 1.0
-            t.stopped = False
-            if keeporiginal:
-                t.original = word
-            if positions:
-                t.pos = pos
-                pos += 1
-            if chars:
-                t.startchar = start_char + m.start()
-                t.endchar = start_char + m.end()
-            yield t
-
-
-def fold(text: str) -> str:
-    """Lowercase and fold accents, as both analyzers do (for prefixes and keywords)."""
-    text = text.lower()
-    return text if text.isascii() else text.translate(accent_map)
-
-
-def _stem_folded(folded: str) -> str:
-    """The Snowball English stem of a lowercased, accent-folded word, cached."""
-    term = _PORTER_CACHE.get(folded)
-    if term is None:
-        term = _snowball(folded)
-        if len(_PORTER_CACHE) < 2_000_000:
-            _PORTER_CACHE[folded] = term
-    return term
-
-
-def stem_term(word: str) -> str:
-    """The term one word becomes in a stemmed field ("" when it is dropped)."""
-    term = _STEM_CACHE.get(word)
-    if term is None:
-        term = fold(word)
-        term = "" if len(term) > MAX_TOKEN else _stem_folded(term)
-        if len(_STEM_CACHE) < 2_000_000:
-            _STEM_CACHE[word] = term
-    return term
-
-
-def text_analyzer() -> WordTokenizer:
-    """Words, lowercased, accents folded, Porter2-stemmed."""
-    return WordTokenizer(stem=True)
-
-
-def name_analyzer() -> WordTokenizer:
-    """Names, addresses, labels of things: like text_analyzer but never stemmed."""
-    return WordTokenizer(stem=False)
-
-
-# Query-time field boosts (BM25F): the subject and the author count most, quoted text least.
-BOOSTS = {"subject": 3.0, "body": 1.0, "quoted": 0.3, "from": 1.5, "to": 0.8, "cc": 0.6,
-          "attachment": 1.0, "keyword": 1.5, "topic": 1.2, "person": 1.0, "org": 1.0,
-          "place": 1.0}
-
-# Fields a bare word searches (notmuch: "bare terms match body and headers"): the message's
-# own text. Not topics / keyphrases / entities: they are thread-level or derived from this
-# text, and a topic label copied onto every message of a thread would make a bare word
-# match messages that never say it (use topic:, keyword:, person:, org:, place:).
-DEFAULT_FIELDS = ("subject", "body", "quoted", "from", "to", "cc", "attachment")
-
-# Fields whose words make the snippet highlight.
-SNIPPET_FIELDS = ("body", "subject", "quoted")
-
-FACETS = ("topic", "person", "org", "place", "from", "label", "folder")
-
-
-def make_schema() -> fields.Schema:
-    """The index schema. Field boosts are applied at query time (grex.query), so tuning
-    them needs no reindex."""
-    text = text_analyzer()
-    names = name_analyzer()
-
-    def textf(*, stored: bool = False) -> fields.TEXT:
-        return fields.TEXT(analyzer=text, phrase=True, stored=stored)
-
-    def namef(*, stored: bool = False) -> fields.TEXT:
-        return fields.TEXT(analyzer=names, phrase=True, stored=stored)
-
-    return fields.Schema(
-        id=fields.ID(unique=True, stored=True, sortable=True),
-        thread_id=fields.ID(stored=True, sortable=True),
-        subject=textf(stored=True),
-        body=textf(),
-        quoted=textf(),
-        excerpt=fields.STORED(),
-        **{"from": namef(stored=True)},
-        to=namef(stored=True),
-        cc=namef(stored=True),
-        date=fields.DATETIME(stored=True, sortable=True),
-        folder=fields.KEYWORD(commas=True, lowercase=True, stored=True),
-        label=fields.KEYWORD(commas=True, lowercase=True, stored=True),
-        attachment=namef(stored=True),
-        mimetype=fields.KEYWORD(commas=True, lowercase=True),
-        flag=fields.KEYWORD(commas=True, lowercase=True, stored=True),
-        list=fields.ID(),
-        person=namef(),
-        org=namef(),
-        place=namef(),
-        keyword=textf(),
-        topic=textf(),
-        topics=fields.STORED(),
-        # facet values per document, read for the matching documents only
-        facets=fields.COLUMN(columns.PickleColumn(columns.VarBytesColumn())),
-    )
-
-
-# ------------------------------------------------------------------------------- documents
-
-
-@dataclass(frozen=True, slots=True)
-class Knowledge:
-    """What extraction found, as the index uses it (one message, or its thread)."""
-
-    persons: tuple[str, ...] = ()
-    orgs: tuple[str, ...] = ()
-    places: tuple[str, ...] = ()
-    keyphrases: tuple[str, ...] = ()
-    topics: tuple[str, ...] = ()
-
-    def merged(self, other: Knowledge | None) -> Knowledge:
-        if other is None:
-            return self
-        return Knowledge(*(_unique(a + b) for a, b in zip(
-            (self.persons, self.orgs, self.places, self.keyphrases, self.topics),
-            (other.persons, other.orgs, other.places, other.keyphrases, other.topics),
-            strict=True)))
-
-
-@dataclass(frozen=True, slots=True)
-class IndexReport:
-    """What one run of the index stage did."""
-
-    indexed: int = 0  # documents added or replaced
-    deleted: int = 0  # messages removed from the index
-    rebuilt: bool = False
-    documents: int = 0  # documents in the index after the run
-    segments: int = 0
-    optimized: bool = False
-    seconds: float = 0.0
-    skipped: tuple[str, ...] = ()  # message ids that could not be indexed, with why
-    knowledge: bool = False  # extraction results were available and indexed
-
-    def summary(self) -> str:
-        if self.rebuilt:
-            what = f"rebuilt: {self.documents} messages indexed"
-        elif not (self.indexed or self.deleted):
-            what = "up to date"
-        else:
-            what = f"{self.indexed} messages indexed, {self.deleted} removed"
-        extra = f", {len(self.skipped)} skipped" if self.skipped else ""
-        return f"index {what}{extra} ({self.seconds:.1f} s)"
-
-
-_CLEAN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-SIGNED_TYPES = ("application/pgp-signature", "application/pkcs7-signature",
-                "application/x-pkcs7-signature")
-ENCRYPTED_TYPES = ("application/pgp-encrypted", "application/pkcs7-mime",
-                   "application/x-pkcs7-mime")
-
-
-def _unique(values: Iterable[str]) -> tuple[str, ...]:
-    seen: dict[str, None] = {}
-    for v in values:
-        v = " ".join(str(v).split())
-        if v and v.lower() not in {s.lower() for s in seen}:
-            seen[v] = None
-    return tuple(seen)
-
-
-def _keyword_value(values: Iterable[str]) -> str:
-    # KEYWORD(commas=True): one value per comma-separated item
-    return ",".join(v.replace(",", " ").strip() for v in values if v and v.strip())
-
-
-def _addresses(addrs: Iterable[Any]) -> str:
-    return "\n".join(a.display() for a in addrs if a is not None and (a.name or a.addr))
-
-
-def message_document(
-    msg: Message,
-    *,
-    thread_id: str,
-    folders: Iterable[str] = (),
-    labels: Iterable[str] = (),
-    knowledge: Knowledge | None = None,
-    flags: Iterable[str] = (),
-) -> dict[str, Any]:
-    """The Whoosh document of one message: a pure function of the catalog's data."""
-    if not msg.message_id:
-        raise ValueError("message without an id")
-    k = knowledge or Knowledge()
-    body = _CLEAN.sub(" ", msg.body.new or "")
-    other = "\n".join(p for p in (msg.body.quoted, msg.body.signature) if p)
-    names = [a.filename for a in msg.attachments if a.filename]
-    ctypes = {a.content_type.lower() for a in msg.attachments if a.content_type}
-    flags = list(flags)
-    real_attachments = [a for a in msg.attachments
-                        if a.content_type.lower() not in SIGNED_TYPES + ENCRYPTED_TYPES]
-    if real_attachments:
-        flags.append("attachment")
-    if ctypes & set(SIGNED_TYPES) and "signed" not in flags:
-        flags.append("signed")
-    if ctypes & set(ENCRYPTED_TYPES) and "encrypted" not in flags:
-        flags.append("encrypted")
-    if msg.in_reply_to or msg.references:
-        flags.append("reply")
-    sender = _addresses([msg.sender]) if msg.sender else ""
-    date = msg.date if msg.date.tzinfo is None else msg.date.astimezone(UTC).replace(tzinfo=None)
-    folders = _unique(folders)
-    labels = _unique(labels)
-    doc: dict[str, Any] = {
-        "id": msg.message_id,
-        "thread_id": thread_id,
-        "subject": _CLEAN.sub(" ", msg.subject or ""),
-        "body": body,
-        "quoted": _CLEAN.sub(" ", other),
-        "excerpt": body[:EXCERPT_CHARS],
-        "from": sender,
-        "to": _addresses(msg.to),
-        "cc": _addresses(msg.cc),
-        "date": date,
-        "folder": _keyword_value(folders),
-        "label": _keyword_value(labels),
-        "attachment": "\n".join(names),
-        "mimetype": _keyword_value(sorted(ctypes)),
-        "flag": _keyword_value(flags),
-        "list": msg.list_id or "",
-        "person": "\n".join(k.persons),
-        "org": "\n".join(k.orgs),
-        "place": "\n".join(k.places),
-        "keyword": "\n".join(k.keyphrases),
-        "topic": "\n".join(k.topics),
-        "topics": list(k.topics),
-        "facets": {
-            "topic": list(k.topics),
-            "person": list(k.persons),
-            "org": list(k.orgs),
-            "place": list(k.places),
-            "from": [msg.sender.label] if msg.sender and msg.sender.label else [],
-            "label": list(labels),
-            "folder": list(folders),
-        },
-    }
-    return {key: value for key, value in doc.items() if value not in ("", None)}
-
-
-def validate_document(doc: Mapping[str, Any]) -> None:
-    """Raise ValueError unless ``doc`` can be written (checked before a multiprocess build,
-    whose workers drop their whole share silently on one bad document)."""
-    schema_names = _schema_names()
-    for key, value in doc.items():
-        if key not in schema_names:
-            raise ValueError(f"unknown field {key!r}")
-        if key == "date":
-            if not isinstance(value, datetime):
-                raise ValueError("date is not a datetime")
-        elif key in ("excerpt", "topics", "facets"):
-            continue
-        elif not isinstance(value, str):
-            raise ValueError(f"field {key!r} is not text")
-    if not doc.get("id") or not doc.get("thread_id"):
-        raise ValueError("document without id or thread_id")
-
-
-_NAMES: list[frozenset[str]] = []
-
-
-def _schema_names() -> frozenset[str]:
-    if not _NAMES:
-        _NAMES.append(frozenset(make_schema().names()))
-    return _NAMES[0]
-
-
-# ------------------------------------------------------------------------ knowledge source
-
-
-def knowledge_source(conn: Any) -> Callable[[str], Knowledge | None] | None:
-    """A function thread_id -> Knowledge when grex.extract is present, else None.
-
-    Imported here, never at module level: grex.extract pulls in spaCy lazily, and the
-    search path must not import it at all.
-    """
-    try:
-        from grex import extract  # noqa: PLC0415
-    except ImportError:
-        return None
-    fn = getattr(extract, "thread_knowledge", None)
-    ran = getattr(extract, "has_results", None)
-    if fn is None or (ran is not None and not ran(conn)):
-        return None  # no extraction, or it never ran here: no question to ask per thread
-
-    def get(thread_id: str) -> Knowledge | None:
-        try:
-            found = fn(conn, thread_id)
-        except Exception:  # noqa: BLE001 - extraction tables absent or not yet filled
-            return None
-        return to_knowledge(found) if found is not None else None
-
-    return get
-
-
-def to_knowledge(found: Any) -> Knowledge:
-    """Adapt what grex.extract returns (a dataclass or a mapping) to Knowledge."""
-
-    def attr(name: str, default: Any = ()) -> Any:
-        if isinstance(found, Mapping):
-            return found.get(name, default)
-        return getattr(found, name, default)
-
-    persons: list[str] = list(attr("persons", ()) or attr("people", ()) or ())
-    orgs: list[str] = list(attr("orgs", ()) or attr("organizations", ()) or ())
-    places: list[str] = list(attr("places", ()) or attr("locations", ()) or ())
-    for ent in attr("entities", ()) or ():
-        text, label = _entity(ent)
-        if not text:
-            continue
-        label = label.upper()
-        if label in ("PERSON", "PER"):
-            persons.append(text)
-        elif label in ("ORG", "ORGANIZATION"):
-            orgs.append(text)
-        elif label in ("GPE", "LOC", "PLACE", "FAC", "LOCATION"):
-            places.append(text)
-    keyphrases = [_text(k) for k in attr("keyphrases", ()) or ()]
-    topics = [_text(t) for t in attr("topics", ()) or ()]
-    return Knowledge(_unique(persons), _unique(orgs), _unique(places), _unique(keyphrases),
-                     _unique(topics))
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        return str(value.get("label") or value.get("text") or value.get("name") or "")
-    if isinstance(value, tuple | list) and value:
-        return str(value[0])
-    for name in ("label", "text", "name", "phrase"):
-        if hasattr(value, name):
-            return str(getattr(value, name))
-    return str(value)
-
-
-def _entity(ent: Any) -> tuple[str, str]:
-    if isinstance(ent, Mapping):
-        return str(ent.get("text", "")), str(ent.get("label", "") or ent.get("type", ""))
-    if isinstance(ent, tuple | list) and len(ent) >= 2:
-        return str(ent[0]), str(ent[1])
-    return str(getattr(ent, "text", "")), str(getattr(ent, "label", "") or
-                                               getattr(ent, "type", ""))
-
+from grex.search.documents import (
+    IndexReport,
+    Knowledge,
+    knowledge_source,
+    message_document,
+    validate_document,
+)
+from grex.search.schema import (
+    GENERATIONS_DIR,
+    INDEX_LINK,
+    META_FILE,
+    PARALLEL_FROM,
+    SCHEMA_VERSION,
+    SEGMENT_LIMIT,
+    WRITER_TIMEOUT,
+    make_schema,
+)
 
 # ------------------------------------------------------------------------ directories
 
@@ -629,7 +214,7 @@ def _thread_ids(conn: Any, ids: list[str] | None) -> dict[str, tuple[str, str]]:
 def mime_flags(raw: bytes) -> tuple[str, ...]:
     """"signed" / "encrypted" of a raw message (for catalog rows stored before the parser
     kept them)."""
-    from grex.parse import mime_security  # noqa: PLC0415
+    from grex.ingest import mime_security  # noqa: PLC0415
 
     return mime_security(raw)
 
@@ -842,7 +427,7 @@ def _build_part(wix: Any, kb: Any, conn: Any, gen: Path, ids: list[str], limitmb
                 weight: int = 1) -> tuple[int, list[str], bool]:
     """Index the messages ``ids`` into a new index at ``gen`` (a new segment whenever the
     held postings reach ``limitmb``)."""
-    from grex.index_bulk import BulkWriter  # noqa: PLC0415
+    from grex.search.bulk import BulkWriter  # noqa: PLC0415
 
     ix = wix.create_in(str(gen), make_schema())
     build = _DocBuilder(kb, conn, ids)
@@ -957,7 +542,7 @@ def run_index(kb: Any, conn: Any, config: Any = None, *, rebuild: bool = False,
     messages = store.get_messages(conn, ids) if ids else {}
     deletes.update(mid for mid in ids if mid not in messages)  # gone since it was logged
     build = _DocBuilder(kb, conn, [mid for mid in ids if mid in messages])
-    from grex.index_bulk import BulkWriter  # noqa: PLC0415
+    from grex.search.bulk import BulkWriter  # noqa: PLC0415
 
     ix = wix.open_dir(str(current))
     writer = _writer(ix, cls=BulkWriter, limitmb=128)

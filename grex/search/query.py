@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from whoosh import query as wq
 
 from grex.errors import QueryError
-from grex.index import (
+from grex.search.schema import (
     BOOSTS,
     DEFAULT_FIELDS,
     SNIPPET_FIELDS,

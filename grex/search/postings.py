@@ -49,7 +49,7 @@ from whoosh.codec.whoosh3 import LENGTHS_COLUMN, WHOOSH3_HEADER_MAGIC, _lenfield
 from whoosh.query.terms import MultiTerm
 from whoosh.util.numeric import byte_to_length
 
-from grex.codec import (
+from grex.search.codec import (
     HEADER,
     IDS_ZIP,
     POSITIONS,

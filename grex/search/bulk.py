@@ -37,8 +37,8 @@ from whoosh.system import pack_int, pack_long, pack_ushort
 from whoosh.util.numeric import byte_to_length, length_to_byte
 from whoosh.writing import SegmentWriter
 
-from grex.codec import GrexCodec, block_info, encode_block, encode_one
-from grex.index import _WORD, MAX_TOKEN, WordTokenizer, _stem_folded, fold
+from grex.search.codec import GrexCodec, block_info, encode_block, encode_one
+from grex.search.schema import _WORD, MAX_TOKEN, WordTokenizer, _stem_folded, fold
 
 POSTING_BYTES = 60  # rough memory per held posting (arrays + shared value bytes + lists)
 

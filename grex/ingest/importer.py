@@ -22,8 +22,9 @@ from pathlib import Path
 
 from grex import store
 from grex.errors import ImportSourceError, ParseError
+from grex.ingest import catalog
+from grex.ingest.parse import parse_message
 from grex.models import ImportReport, Location, Message, Quarantined, RawMessage
-from grex.parse import parse_message
 
 BATCH = 500
 POOL_THRESHOLD = 256  # fewer messages than this are parsed in-process
@@ -195,7 +196,7 @@ def import_messages(kb: store.KB, conn: sqlite3.Connection, raws: Iterable[RawMe
         nonlocal added, duplicates, unchanged, changed, merged
         if not batch:
             return
-        res = store.add_messages(kb, conn, batch, subject_merge=subject_merge)
+        res = catalog.add_messages(kb, conn, batch, subject_merge=subject_merge)
         added += len(res.added)
         duplicates += res.duplicates
         unchanged += res.unchanged

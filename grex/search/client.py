@@ -1,4 +1,4 @@
-"""The client side of a KB's resident search server (grex.search_server).
+"""The client side of a KB's resident search server (grex.search.server).
 
 `grex search` asks the server listening on ``KB/run/search.sock`` first: it sends its
 arguments, environment and terminal facts, and prints the bytes the server formatted
@@ -109,7 +109,7 @@ def _encoding(stream: object) -> str:
 
 def send_message(sock: object, obj: object) -> None:
     # marshal, not json: it is built in (json's import is ~2 ms of a served search), and
-    # both ends run the same Python (the server refuses any other, see search_server)
+    # both ends run the same Python (the server refuses any other, see grex.search.server)
     data = marshal.dumps(obj)  # type: ignore[arg-type]
     sock.sendall(len(data).to_bytes(4, "big") + data)  # type: ignore[attr-defined]
 
@@ -229,7 +229,7 @@ def start_server(kb_path: object) -> None:
                                   else "")
     env.pop("PYTEST_CURRENT_TEST", None)
     with contextlib.suppress(OSError):
-        subprocess.Popen([sys.executable, "-m", "grex.search_server", kb], env=env,
+        subprocess.Popen([sys.executable, "-m", "grex.cli.serve", kb], env=env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
                          cwd="/")

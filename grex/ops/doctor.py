@@ -25,9 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from grex import ops, store
+from grex import store
 from grex.config import Config
 from grex.errors import GrexError
+from grex.ops import runs as ops
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -93,7 +94,7 @@ def _env_password(account: Any) -> bool:
 def check_server(config: Config) -> list[Check]:
     """Connect and log in to each account's server; report TLS, folders and capabilities."""
     try:
-        from grex import sync
+        from grex import ingest as sync
     except ImportError:
         return [Check("server", WARN, "IMAP sync is not installed in this build")]
     out = []
@@ -167,7 +168,7 @@ def _last_ops(conn: sqlite3.Connection, ids: list[str]) -> dict[str, str]:
 
 def check_raw_files(kb: Any, config: Config | None, repair: bool) -> list[Check]:
     """Raw files without rows and rows without raw files."""
-    from grex.parse import parse_message
+    from grex.ingest import parse_message
 
     conn = kb.connect()
     try:
@@ -219,7 +220,7 @@ def check_raw_files(kb: Any, config: Config | None, repair: bool) -> list[Check]
 
 
 def check_index(kb: Any, repair: bool) -> Check:
-    from grex import status
+    from grex.ops import status
 
     conn = kb.connect(readonly=True)
     try:
@@ -232,7 +233,7 @@ def check_index(kb: Any, repair: bool) -> Check:
         docs = f"{health.documents} document(s); " if health.exists else ""
         return Check("index", OK, docs + health.detail)
     if repair:
-        from grex import index as gindex
+        from grex import search as gindex
 
         conn = kb.connect()
         try:
