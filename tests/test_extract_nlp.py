@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from grex.extract.analyze import analyze_text, truncate
+from grex.extract.readers import analysis_json
 from grex.extract.records import Seeds
-from grex.extract.stage import analysis_json
 
 pytestmark = pytest.mark.nlp
 

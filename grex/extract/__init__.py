@@ -8,6 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from grex.extract.readers import (
+    analysis_json,
+    get_thread_knowledge,
+    has_results,
+    list_entities,
+    list_people,
+    list_topics,
+    thread_knowledge,
+    who,
+)
 from grex.extract.records import (
     Entity,
     EntitySummary,
@@ -21,19 +31,8 @@ from grex.extract.records import (
     ThreadKnowledge,
     TopicInfo,
 )
-from grex.extract.stage import (
-    analysis_json,
-    get_thread_knowledge,
-    has_results,
-    list_entities,
-    list_people,
-    list_topics,
-    refit_topics,
-    run_extract,
-    seeds_for,
-    thread_knowledge,
-    who,
-)
+from grex.extract.stage import refit_topics, run_extract
+from grex.extract.tables import seeds_for
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
