@@ -24,7 +24,8 @@ LAUNCHER_MARK = "# grex fast launcher"
 _PIP_SCRIPT_MARK = "from grex.launch import main"
 # what a normal Python runs for `fast` when it hands over (with -P: no '' first on sys.path,
 # so a ./grex directory cannot shadow the installed grex)
-_HANDOVER = "from grex.launch import main; main()"
+_HANDOVER = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+             "from grex.launch import main; main()")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,7 +53,9 @@ def fast(argv: list[str] | None = None) -> None:
             sys.exit(code)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-P", "-c", _HANDOVER, *args])
+    # the grex this launcher runs, first on the new path: both halves run the same code
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.execv(sys.executable, [sys.executable, "-P", "-c", _HANDOVER, here, *args])
 
 
 def launcher_text(python: str, grex_parent: str) -> str:

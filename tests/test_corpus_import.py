@@ -19,6 +19,7 @@ NOT_MAIL = re.compile(
     r"(\.md|\.json|\.tsv|\.py|\.log|\.verify|notmuch-search-summary\.txt)$"  # notes, truth
     r"|expected-output/"  # notmuch's expected command output
     r"|enron-emailcoref-ner-train/"  # CoNLL annotation files
+    r"|stackoverflow-ner/(train|dev)\.txt$|UPSTREAM_LICENSE$"  # CoNLL NER files, a licence
     r"|mailparser-testmails/mails/mail_outlook_1$"  # an Outlook .msg (OLE2)
     r"|cpython-email-testdata/messages/msg_19\.txt$"  # a digest body without headers
     r"|patchwork-testdata/fuzz/name-len\.mbox#\d+$"  # a fuzz case: no header survives

@@ -253,7 +253,7 @@ def test_server_exits_when_grex_code_changes(kb: Path, tmp_path: Path) -> None:
         assert wait_for(lambda: server_pid(kb) == proc.pid, 60)
         time.sleep(1.5)
         assert proc.poll() is None  # nothing changed: it keeps serving
-        module = copy / "grex" / "search.py"
+        module = copy / "grex" / "search" / "searcher.py"
         module.write_text(module.read_text() + "\n# upgraded\n")
         assert proc.wait(30) == 0
     finally:

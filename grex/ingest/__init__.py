@@ -178,8 +178,7 @@ def __getattr__(name: str) -> object:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
+    # the import statement's machinery (not importlib's), so -X importtime reports it
+    value = getattr(__import__(module, fromlist=(name,)), name)
     globals()[name] = value
     return value

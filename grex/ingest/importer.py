@@ -29,14 +29,48 @@ from grex.models import ImportReport, Location, Message, Quarantined, RawMessage
 BATCH = 500
 POOL_THRESHOLD = 256  # fewer messages than this are parsed in-process
 _FROM_LINE = re.compile(rb"^From \S*.*$")
+# a From_ line by its full shape: "From ADDR DATE" with an asctime date (pipermail writes the
+# address as "user at host"; some writers add a zone or trailing words after the year)
+_FROM_SHAPE = re.compile(
+    rb"^From (?:\S+(?: at \S+)?)? +(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),? +)?"
+    rb"(?:(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2}"
+    rb"|\d{1,2} +(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec))(?: +\d{4})?"
+    rb" +\d{1,2}:\d\d(?::\d\d)?(?: +[A-Za-z]{1,5})?(?: +\d{4})?(?:\s.*)?$")
+_BOM = b"\xef\xbb\xbf"
 _SKIP_DIRS = {"tmp", ".notmuch", ".git", "__pycache__"}
 
 Progress = Callable[[int], None]
 
 
 def _is_mbox(head: bytes) -> bool:
+    head = head.removeprefix(_BOM)
     return head.startswith(b"From ") and b"\n" in head and _FROM_LINE.match(head.split(b"\n")[0])\
         is not None
+
+
+class _Separators:
+    """Which "From " lines of one mbox start a message. When the file's first From_ line has
+    the full shape (address and asctime date), every line of that shape does, blank line
+    before it or not (MimeKit's and gmime's mboxes omit it), and no other line does: an
+    unescaped "From debugging I see..." in a pipermail body stays body text. A file whose
+    first From_ line lacks the shape falls back to the classic rule (a "From " line after a
+    blank line)."""
+
+    def __init__(self) -> None:
+        self.strict: bool | None = None
+
+    def starts(self, line: bytes, prev_blank: bool) -> bool:
+        if not line.startswith(b"From "):
+            return False
+        bare = line.rstrip(b"\r\n")
+        if self.strict is None:
+            if not prev_blank or not _FROM_LINE.match(bare):
+                return False
+            self.strict = _FROM_SHAPE.match(bare) is not None
+            return True
+        if self.strict:
+            return _FROM_SHAPE.match(bare) is not None
+        return prev_blank and _FROM_LINE.match(bare) is not None
 
 
 def iter_mbox(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -44,9 +78,12 @@ def iter_mbox(path: Path) -> Iterator[tuple[int, bytes]]:
     current: list[bytes] = []
     index = -1
     prev_blank = True
+    separators = _Separators()
     with path.open("rb") as f:
-        for line in f:
-            if line.startswith(b"From ") and prev_blank and _FROM_LINE.match(line.rstrip(b"\r\n")):
+        for n, line in enumerate(f):
+            if n == 0:
+                line = line.removeprefix(_BOM)
+            if separators.starts(line, prev_blank):
                 if index >= 0 and any(x.strip() for x in current):
                     yield index, _finish(current)
                 index += 1
@@ -64,6 +101,18 @@ def iter_mbox(path: Path) -> Iterator[tuple[int, bytes]]:
             prev_blank = line in (b"\n", b"\r\n")
     if index >= 0 and any(x.strip() for x in current):
         yield index, _finish(current)
+
+
+def iter_mbox_starts(f: Iterable[bytes]) -> Iterator[int]:
+    """The line numbers where an mbox's messages start (the rule iter_mbox splits by)."""
+    separators = _Separators()
+    prev_blank = True
+    for n, line in enumerate(f):
+        if n == 0:
+            line = line.removeprefix(_BOM)
+        if separators.starts(line, prev_blank):
+            yield n
+        prev_blank = line in (b"\n", b"\r\n")
 
 
 def _finish(lines: list[bytes]) -> bytes:
@@ -130,7 +179,7 @@ def count_messages(paths: Iterable[Path | str]) -> int | None:
                     head = f.read(1024)
                     if _is_mbox(head):
                         f.seek(0)
-                        total += sum(1 for line in f if line.startswith(b"From "))
+                        total += sum(1 for _ in iter_mbox_starts(f))
                     else:
                         total += 1
             except OSError:

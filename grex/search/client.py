@@ -55,7 +55,8 @@ def enabled() -> bool:
 
 
 def grex_dir() -> str:
-    return os.path.dirname(os.path.abspath(__file__))
+    """The grex package this process runs (client and server must run the same one)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def kb_of(argv: list[str]) -> str | None:

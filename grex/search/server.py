@@ -150,6 +150,7 @@ class Server:
     def warm(self) -> None:
         """Import what a search needs and open the index, before clients can connect."""
         from grex.search import opening as gs
+        from grex.search import searcher as _searcher  # noqa: F401  (the first search is warm)
 
         gs.LONG_LIVED[0] = True
         with contextlib.suppress(Exception):  # no index yet: the first search says so
@@ -157,13 +158,14 @@ class Server:
         self.code = self._code_files()
 
     def _code_files(self) -> dict[str, tuple[int, int]]:
+        """Every Python file of the grex this server runs, imported yet or not: an upgrade
+        that touches a module only a later request would import still retires us."""
         out: dict[str, tuple[int, int]] = {}
-        for name, mod in list(sys.modules.items()):
-            path = getattr(mod, "__file__", None)
-            if path and (name == "grex" or name.startswith("grex.")):
-                with contextlib.suppress(OSError):
-                    st = os.stat(path)
-                    out[path] = (st.st_mtime_ns, st.st_size)
+        root = Path(grex_dir())
+        for path in sorted(root.rglob("*.py")):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                out[str(path)] = (st.st_mtime_ns, st.st_size)
         return out
 
     def code_changed(self) -> bool:
