@@ -164,7 +164,7 @@ def test_parallel_rebuild_with_a_thread_alive_uses_spawned_workers(kb: store.KB)
     assert hits.total > 0
 
 
-# ------------------------------------------------------------------ grex's codec (grex.codec)
+# ------------------------------------------------------ grex's codec (grex.search.codec)
 
 def _write_with(path: Path, cls: Any, docs: list[dict[str, Any]], codec: Any,
                 commits: int = 1) -> Path:
@@ -196,7 +196,7 @@ def test_grex_codec_reads_back_what_w3_stores(kb: store.KB, tmp_path: Path) -> N
 
 
 def test_posting_arrays_are_what_the_matchers_read(kb: store.KB, tmp_path: Path) -> None:
-    """grex.postings reads every posting list (W3 blocks and grex blocks) into the ids,
+    """grex.search.postings reads every posting list (W3 blocks and grex blocks) into the ids,
     weights, values and positions Whoosh's matcher walks one posting at a time."""
     from grex.search.postings import Segment, _LazyValues
 

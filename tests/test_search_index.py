@@ -214,7 +214,7 @@ def _writer(kb_path: str, maildir: str, rounds: int, ready: Any) -> None:
 
 @pytest.mark.slow
 def test_search_while_another_process_writes(mail: Mail) -> None:
-    import grex.search.searcher as gs
+    import grex.search.opening as go
 
     mail.deliver(subject="live seed", body="streaming seed")
     mail.sync()
@@ -228,7 +228,7 @@ def test_search_while_another_process_writes(mail: Mail) -> None:
     conn = mail.kb.connect(readonly=True)
     try:
         while proc.is_alive() or not seen:
-            gs._forget(mail.kb.path)  # a fresh open each time, as a new `grex search` would
+            go._forget(mail.kb.path)  # a fresh open each time, as a new `grex search` would
             res = search(mail.kb, "streaming", messages=True, limit=5, conn=conn)
             seen.append(res.total)
             thread_view = search(mail.kb, "streaming", limit=3, conn=conn)

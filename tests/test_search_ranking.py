@@ -1,5 +1,5 @@
-"""Ranking over whole posting lists (grex.search._ranked, grex.postings) gives Whoosh's
-scores and order: compared with Whoosh's own unlimited ranking (which scores every
+"""Ranking over whole posting lists (grex.search.searcher._ranked, grex.search.postings)
+gives Whoosh's scores and order: compared with Whoosh's own unlimited ranking (which scores every
 document) on a real KB, for the query shapes it evaluates (unions, intersections, boosts,
 phrases). Sums of more than two clauses are added in clause order where Whoosh adds them
 as a binary tree, so scores are compared to 1e-12 and documents may only trade places
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from whoosh import query as wq
 
+from grex.search import opening as go
 from grex.search import searcher as gs
 from grex.search.query import parse_query
 
@@ -40,7 +41,7 @@ def _assert_same_ranking(got: list[tuple[int, float]], want: list[tuple[int, flo
 
 @pytest.mark.parametrize("q", QUERIES, ids=str)
 def test_block_ranking_is_whooshs_ranking(q: wq.Query, notmuch_lkml_kb: Path) -> None:
-    def check(opened: gs._Open) -> None:
+    def check(opened: go._Open) -> None:
         s = opened.searcher
         matched = sorted(s.docs_for_query(q))
         assert matched, "the query should match something in notmuch-lkml"
@@ -54,15 +55,15 @@ def test_block_ranking_is_whooshs_ranking(q: wq.Query, notmuch_lkml_kb: Path) ->
                 for h in s.search(q, limit=None, filter=set(half))]
         _assert_same_ranking(gs._ranked(s, q, half, len(half)), want, scores)
 
-    gs.with_index(notmuch_lkml_kb, check)
+    go.with_index(notmuch_lkml_kb, check)
 
 
 def test_phrase_matching_set_is_whooshs(notmuch_lkml_kb: Path) -> None:
-    def check(opened: gs._Open) -> None:
+    def check(opened: go._Open) -> None:
         s = opened.searcher
         for text in ('"the message"', '"in the"', '"of the patch"', 'subject:"re patch"',
                      '"the the"'):
             q = parse_query(text).query
-            assert gs.docset(s, q) == sorted(s.docs_for_query(q)), text
+            assert go.docset(s, q) == sorted(s.docs_for_query(q)), text
 
-    gs.with_index(notmuch_lkml_kb, check)
+    go.with_index(notmuch_lkml_kb, check)

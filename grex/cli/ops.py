@@ -1,5 +1,5 @@
-"""`grex cron`, `grex status`, `grex doctor`: running grex unattended, thin over grex.cron,
-grex.status and grex.ops."""
+"""`grex cron`, `grex status`, `grex doctor`: running grex unattended, thin over grex.ops.cron,
+grex.ops.status and grex.ops."""
 
 from __future__ import annotations
 

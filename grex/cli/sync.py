@@ -1,4 +1,4 @@
-"""`grex sync` and `grex why`: thin over grex.sync (and grex.pipeline for later stages)."""
+"""`grex sync` and `grex why`: thin over grex.ingest.imap (and grex.pipeline for later stages)."""
 
 from __future__ import annotations
 

@@ -219,7 +219,7 @@ def _b64(payload: Any) -> bytes | None:
 
 def attachment_payloads(raw: bytes) -> Iterator[bytes]:
     """Every attachment payload we can find in a raw message, decoded: mail-parser's view
-    (what grex.parse recorded) and the standard library's, so a sha256 can be matched."""
+    (what grex.ingest.parse recorded) and the standard library's, so a sha256 can be matched."""
     try:
         import mailparser
 

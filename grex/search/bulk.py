@@ -11,10 +11,10 @@ grouped by field and term as they arrive (documents arrive in docnum order, so e
 list is already sorted), and writes each posting list's blocks in one step. Text fields with
 grex's ``WordTokenizer`` and the ``Positions`` format are analysed in one pass (words ->
 terms through the tokenizer's cache, positions grouped per term and kept raw: grex's codec
-stores them so, see grex.codec). Everything else (ID, KEYWORD, DATETIME, columns, stored
+stores them so, see grex.search.codec). Everything else (ID, KEYWORD, DATETIME, columns, stored
 fields, deletions, merges, the TOC, locking) is Whoosh's own code.
 
-It writes with grex's codec (grex.codec) what ``SegmentWriter`` writes with it for the same
+It writes with grex's codec (grex.search.codec) what ``SegmentWriter`` writes with it for the same
 documents: same terms, postings, weights, positions, block statistics (field lengths are
 quantised to the length byte exactly as Whoosh reads them back) and stored values; tests
 compare what Whoosh reads back from the two.
@@ -189,7 +189,7 @@ class BulkWriter(SegmentWriter):
                     qlen = _qlength(length)
                     if qlen:
                         self._lengths.setdefault(fieldname, {})[docnum] = qlen
-                if kind is not None:  # values: the raw positions (grex.codec stores them)
+                if kind is not None:  # values: the raw positions (grex.search.codec stores them)
                     _stem, fb, _encode = kind
                     w1 = 1.0 * fb * fieldboost
                     for tbytes, p in items.items():
@@ -275,7 +275,7 @@ _F32 = struct.Struct("f")
 def _write_field(fw: Any, terms: dict[bytes, list[Any]], fmt: Any, blocklimit: int,
                  compression: int, doclengths: dict[int, int], raw_positions: bool) -> None:
     """Write one field's posting lists and term infos: what W3FieldWriter with grex's
-    postings writer (grex.codec) writes for the same postings (start_term,
+    postings writer (grex.search.codec) writes for the same postings (start_term,
     add_posting..., finish_term), gathered into large writes."""
     postfile = fw._postfile
     tindex_add = fw._tindex.add

@@ -20,7 +20,7 @@ before) and changes only the block data, to three separately compressed parts:
              variable-size value, uint32 lengths then the values joined
 
 A part of SMALL_PART bytes or more is zlib-compressed (flags say which). Blocks hold up
-to BLOCK_LIMIT postings. numpy reads a part with one ``frombuffer`` (grex.postings: a
+to BLOCK_LIMIT postings. numpy reads a part with one ``frombuffer`` (grex.search.postings: a
 phrase check is array arithmetic over all positions at once); ``GrexLeafMatcher`` gives
 Whoosh's matchers the same ids, weights and value bytes as W3 (positions re-encoded).
 

@@ -183,7 +183,7 @@ def _matcher(searcher: Any, opened: _Open | None = None) -> Matcher:
 def docset(searcher: Any, q: wq.Query) -> list[int]:
     """Global document numbers matching ``q``, ascending: the same set as
     ``searcher.docs_for_query(q)`` without deleted documents, computed with set operations
-    over posting lists (grex.postings)."""
+    over posting lists (grex.search.postings)."""
     return _matcher(searcher).docset(q).tolist()
 
 

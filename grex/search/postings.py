@@ -7,7 +7,7 @@ the seven fields a bare word searches, and that walk costs tens of milliseconds.
 same query objects are evaluated a whole posting list at a time:
 
 * A term's postings in one segment are read from the index's files (Whoosh's term table;
-  posting blocks in grex's codec, grex.codec: arrays read with ``frombuffer``, or in
+  posting blocks in grex's codec, grex.search.codec: arrays read with ``frombuffer``, or in
   Whoosh's W3 codec: pickled tuples) into numpy arrays of document numbers and weights,
   once per search (the cache ``Matcher`` is given): matching, ranking and phrase checks
   share them. Positions are read only for phrases, all at once.
@@ -105,7 +105,7 @@ class _LazyValues:
 
     def positions(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(posting index, position) of every position of every posting, as arrays; None
-        unless the blocks hold raw positions (grex.codec's Positions layout)."""
+        unless the blocks hold raw positions (grex.search.codec's Positions layout)."""
         postings: list[np.ndarray] = []
         places: list[np.ndarray] = []
         for start, (count, flags, part) in zip(self.starts, self.blocks, strict=True):
@@ -290,7 +290,7 @@ def _decode(buf: bytes) -> Postings:
 
 
 def _decode_grex(buf: bytes, fixedsize: int | None) -> Postings:
-    """A posting list written by grex's codec (grex.codec) -> arrays; values stay encoded
+    """A posting list written by grex's codec (grex.search.codec) -> arrays; values stay encoded
     until asked for (only phrases need them)."""
     unpack = HEADER.unpack_from
     hsize = HEADER.size

@@ -12,7 +12,7 @@ from whoosh.support.charset import accent_map
 
 _snowball = Stemmer.Stemmer("english").stemWord  # Porter2, as Snowball defines it now
 
-SCHEMA_VERSION = 2  # 2: posting blocks of grex.codec, Snowball stemmer of PyStemmer
+SCHEMA_VERSION = 2  # 2: posting blocks of grex.search.codec, Snowball stemmer of PyStemmer
 INDEX_LINK = "index"
 GENERATIONS_DIR = "index.d"
 META_FILE = "grex-index.json"
@@ -154,7 +154,7 @@ FACETS = ("topic", "person", "org", "place", "from", "label", "folder")
 
 
 def make_schema() -> fields.Schema:
-    """The index schema. Field boosts are applied at query time (grex.query), so tuning
+    """The index schema. Field boosts are applied at query time (grex.search.query), so tuning
     them needs no reindex."""
     text = text_analyzer()
     names = name_analyzer()

@@ -4,7 +4,7 @@ Reading never takes a lock: a search opens the generation ``KB/index`` points at
 the last committed state; a commit or a rebuild swap racing the open shows up as an OSError
 and the open+search is retried (whoosh re-reads its table of contents without retrying).
 
-Matching and ranking run over posting lists read as numpy arrays (grex.postings); this
+Matching and ranking run over posting lists read as numpy arrays (grex.search.postings); this
 module groups the matching messages into threads and builds the hits.
 
 This module is on the search path: it imports Whoosh, numpy and grex's own light modules
@@ -120,7 +120,7 @@ def _match(m: Matcher, q: wq.Query) -> tuple[list[np.ndarray], np.ndarray]:
 def _scored(m: Matcher, q: wq.Query | None, masks: list[np.ndarray],
             matched: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(global docnums ascending, scores) of the matching documents that the ranking
-    query ``q`` scores (BM25F over posting lists, grex.postings). Dates, labels, flags and
+    query ``q`` scores (BM25F over posting lists, grex.search.postings). Dates, labels, flags and
     negations filter without taking part: they are in the matching set only. A query the
     arrays can't score is ranked by Whoosh, restricted to the matching set."""
     if q is None or not len(matched):
@@ -140,7 +140,7 @@ def _scored(m: Matcher, q: wq.Query | None, masks: list[np.ndarray],
 def _ranked(s: Any, q: wq.Query, matched: Sequence[int], k: int) -> list[tuple[int, float]]:
     """The best ``k`` of the ``matched`` documents by ``q``'s score, as (docnum, score),
     highest score first, then lowest docnum: what ``s.search(q, limit=k,
-    filter=set(matched))`` returns (up to float rounding in sums, see grex.postings)."""
+    filter=set(matched))`` returns (up to float rounding in sums, see grex.search.postings)."""
     with _block_cache():
         m = _matcher(s)
         wanted = np.array(sorted(set(matched)), dtype=np.int64)
