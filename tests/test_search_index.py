@@ -6,6 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from grex.errors import IndexError_
 from grex.search.index import rebuild_index, run_index
 from grex.search.schema import SEGMENT_LIMIT
 from grex.search.searcher import index_stats, iter_index_docs, search
-from tests.fixtures_search import write_mail
+from tests.fixtures_search import REPO, grex_process, write_mail
 
 
 class Mail:
@@ -309,3 +311,28 @@ def test_merge_policy_merges_small_and_mostly_deleted_segments_only(tmp_path: Pa
     assert largest.segid in {seg.segid for seg in merged}
     with ix.searcher() as s:
         assert s.doc_count() == n - largest.doc_count_all() * 2 // 3
+
+
+# an index written by grex before the one-package-per-stage layout: its TOC pickles the
+# tokenizer and the codec under the old module paths
+_OLD_LAYOUT = (
+    "import sys; import grex.search.schema as s, grex.search.codec as c; "
+    "sys.modules['grex.index'] = s; sys.modules['grex.codec'] = c; "
+    "s.WordTokenizer.__module__ = 'grex.index'; c.GrexCodec.__module__ = 'grex.codec'; "
+    "sys.argv.pop(0); from grex.launch import main; main()")
+
+
+def test_an_index_written_before_the_layout_move_opens(tmp_path: Path) -> None:
+    write_mail(tmp_path / "mail", subject="Zeppelin hangar", body="The zeppelin landed.")
+    kb = tmp_path / "kb"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GREX_SEARCH_SERVER": "0"}
+    done = subprocess.run([sys.executable, "-c", _OLD_LAYOUT, "x", "--kb", str(kb), "-q",
+                           "import", str(tmp_path / "mail")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    toc = b"".join(p.read_bytes() for p in (kb / "index").resolve().glob("*.toc"))
+    assert b"grex.index" in toc and b"grex.codec" in toc  # written as the old layout did
+    for args in (["search", "--json", "zeppelin"], ["doctor"], ["status"]):
+        done = grex_process("--kb", str(kb), *args)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+    assert '"total": 1' in grex_process("--kb", str(kb), "search", "--json", "zeppelin").stdout

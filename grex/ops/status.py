@@ -130,9 +130,10 @@ def _index_doc_ids(gindex: Any, kb_root: Path) -> set[str] | None:
         return None
     from whoosh import index as windex
 
-    if not windex.exists_in(str(idx_dir)):
+    try:
+        ix = gindex.open_index(idx_dir, readonly=True)
+    except windex.EmptyIndexError:
         return None
-    ix = windex.open_dir(str(idx_dir), readonly=True)
     try:
         with ix.searcher() as s:
             return {f["id"] for f in s.all_stored_fields() if f.get("id")}

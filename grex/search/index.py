@@ -66,6 +66,7 @@ from grex.search.schema import (
     SEGMENT_LIMIT,
     WRITER_TIMEOUT,
     make_schema,
+    open_index,
 )
 
 # ------------------------------------------------------------------------ directories
@@ -300,14 +301,14 @@ def rebuild_index(kb: Any, conn: Any, *, progress: Callable[..., None] | None = 
     gen = _new_generation(kb_path)
     try:
         documents, skipped, used = _build(wix, kb, gen, conn, total, procs, limitmb, progress)
-        ix = wix.open_dir(str(gen))
+        ix = open_index(str(gen))
         counted = ix.doc_count()
         if counted != documents and procs > 1:
             # a multiprocess writer drops a failed worker's share silently: start again
             shutil.rmtree(gen, ignore_errors=True)
             gen.mkdir()
             documents, skipped, used = _build(wix, kb, gen, conn, total, 1, limitmb, None)
-            ix = wix.open_dir(str(gen))
+            ix = open_index(str(gen))
             counted = ix.doc_count()
         if counted != documents:
             raise IndexError_(f"the new index holds {counted} documents, expected {documents}",
@@ -396,11 +397,11 @@ def _join_parts(wix: Any, gen: Path, parts: list[Path]) -> None:
     """Move the parts' segment files into ``gen`` and list all segments in one new TOC."""
     from whoosh.index import TOC  # noqa: PLC0415
 
-    ix = wix.open_dir(str(gen))
+    ix = open_index(str(gen))
     toc = ix._read_toc()
     segments = list(toc.segments)
     for part in parts:
-        pix = wix.open_dir(str(part))
+        pix = open_index(str(part))
         segments.extend(pix._segments())
         pix.close()
         for f in part.iterdir():
@@ -513,7 +514,6 @@ def run_index(kb: Any, conn: Any, config: Any = None, *, rebuild: bool = False,
     current = current_index_dir(kb_path)
     if rebuild or current is None or read_meta(current).get("schema_version") != SCHEMA_VERSION:
         return rebuild_index(kb, conn, progress=progress, procs=procs)
-    from whoosh import index as wix  # noqa: PLC0415
 
     store = _store()
     started = time.monotonic()
@@ -544,7 +544,7 @@ def run_index(kb: Any, conn: Any, config: Any = None, *, rebuild: bool = False,
     build = _DocBuilder(kb, conn, [mid for mid in ids if mid in messages])
     from grex.search.bulk import BulkWriter  # noqa: PLC0415
 
-    ix = wix.open_dir(str(current))
+    ix = open_index(str(current))
     writer = _writer(ix, cls=BulkWriter, limitmb=128)
     tick = _progress_every(progress, len(messages))
     indexed = 0
@@ -577,7 +577,7 @@ def run_index(kb: Any, conn: Any, config: Any = None, *, rebuild: bool = False,
             writer.cancel()
         raise
     store.set_cursor(conn, "index", last)
-    ix = wix.open_dir(str(current))
+    ix = open_index(str(current))
     report = IndexReport(indexed=indexed, deleted=len(deletes), documents=ix.doc_count(),
                          segments=len(ix._segments()), optimized=optimize,
                          seconds=time.monotonic() - started, skipped=tuple(skipped),

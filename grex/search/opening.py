@@ -19,7 +19,7 @@ from grex.errors import IndexError_
 from grex.search.index import current_index_dir, read_meta
 from grex.search.postings import EMPTY, Matcher, Segment, factorize
 from grex.search.results import T
-from grex.search.schema import READ_RETRIES, SCHEMA_VERSION
+from grex.search.schema import READ_RETRIES, SCHEMA_VERSION, open_index
 
 # --------------------------------------------------------------------------------- opening
 
@@ -31,7 +31,7 @@ class _Open:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.ix = wix.open_dir(str(path))
+        self.ix = open_index(str(path))
         self.searcher = self.ix.searcher(weighting=BM25F())
         self.thread_codes: np.ndarray | None = None  # docnum -> index into thread_names
         self.thread_names: list[str] = []

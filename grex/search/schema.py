@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 import Stemmer
@@ -24,6 +25,21 @@ READ_RETRIES = 6
 PARALLEL_FROM = 2000  # messages: a rebuild of this many uses two processes (on 2+ cores)
 
 TOKEN_PATTERN = r"\w+"
+
+# Whoosh pickles the schema (our tokenizer) and each segment's codec into the index's TOC
+# by module path. Indexes written before grex's one-package-per-stage layout name the old
+# modules; they still open (the next commit writes the new names).
+MOVED_MODULES = {"grex.index": "grex.search.schema", "grex.codec": "grex.search.codec"}
+
+
+def open_index(path: object, readonly: bool = False) -> Any:
+    """Open a Whoosh index directory grex wrote, whichever layout of grex wrote it."""
+    from whoosh import index as wix
+
+    for old, new in MOVED_MODULES.items():
+        if old not in sys.modules:
+            sys.modules[old] = __import__(new, fromlist=("_",))
+    return wix.open_dir(str(path), readonly=readonly)
 
 
 # ---------------------------------------------------------------------------------- schema
