@@ -14,6 +14,7 @@
     │   └── FolderError        a configured folder does not exist (exit 67)
     ├── NLPError               the spaCy model can't be loaded or run (exit 1)
     ├── QueryError             a search query can't be parsed (exit 2: a usage error)
+    ├── NotFound               a thread id or name given matches nothing or several (exit 2)
     ├── IndexError_            the search index is missing or damaged (exit 1)
     ├── ExportError            the HTML site can't be written (exit 73, EX_CANTCREAT)
     ├── Interrupted            stopped by SIGTERM after finishing its batch (exit 143)
@@ -98,6 +99,13 @@ class QueryError(GrexError):
         super().__init__(message, hint=hint)
         self.query = query
         self.position = position
+
+
+class NotFound(GrexError):
+    """What the command line named (a thread id or prefix, an entity type, a query that
+    must not be empty) matches nothing, or more than one thing."""
+
+    exit_code = 2
 
 
 class IndexError_(GrexError):

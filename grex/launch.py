@@ -28,8 +28,37 @@ _HANDOVER = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
              "from grex.launch import main; main()")
 
 
+# global options no command defines for itself: accepted after the command too
+# (`grex search cairo --kb X`), as git and notmuch users type them
+_GLOBAL_VALUE = ("--kb",)
+_GLOBAL_FLAGS = ("--debug",)
+
+
+def hoist_globals(args: list[str]) -> list[str]:
+    """ARGS with the global options that follow the command moved before it (up to a
+    `--`, after which everything is the command's)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest.extend(args[i:])
+            break
+        if a in _GLOBAL_VALUE and i + 1 < len(args):
+            front += [a, args[i + 1]]
+            i += 2
+            continue
+        if a in _GLOBAL_FLAGS or a.startswith(tuple(f"{o}=" for o in _GLOBAL_VALUE)):
+            front.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
+    args = hoist_globals(sys.argv[1:] if argv is None else argv)
     if "search" in args:
         from grex import search as search_client
 
@@ -44,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 def fast(argv: list[str] | None = None) -> None:
     """The fast launcher's entry (Python started with -S): a search the KB's server answers
     is printed here; anything else is handed to a normal Python."""
-    args = sys.argv[1:] if argv is None else argv
+    args = hoist_globals(sys.argv[1:] if argv is None else argv)
     if "search" in args:
         from grex import search as search_client
 

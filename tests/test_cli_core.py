@@ -80,7 +80,7 @@ def test_errors_are_one_line_with_exit_codes(tmp_path: Path, grex) -> None:  # t
     r = grex("threads", kb_path=tmp_path / "missing")
     assert r.exit_code == 1
     assert r.stderr.startswith("Error: no knowledge base at") and "Traceback" not in r.stderr
-    assert grex("show", "no-such-thread").exit_code == 1
+    assert grex("show", "no-such-thread").exit_code == 2  # a name naming nothing: usage
     assert grex("import", str(tmp_path / "nope")).exit_code == 66
     usage = grex("threads", "--sort", "sideways")
     assert usage.exit_code == 2

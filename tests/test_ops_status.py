@@ -196,7 +196,7 @@ def test_orphan_raw_files_both_ways(kb: store.KB, tmp_path: Path) -> None:
 def test_exit_code_doc_matches_errors() -> None:
     doc = (REPO / "docs" / "exit-codes.md").read_text()
     assert doc == ops.exit_codes_markdown(), (
-        "docs/exit-codes.md is stale: python -m grex.ops exit-codes > docs/exit-codes.md")
+        "docs/exit-codes.md is stale: python -m grex.ops.runs exit-codes > docs/exit-codes.md")
     for code, name, _ in ops.exit_code_table():
         assert f"| {code} |" in doc and (name == "-" or f"`{name}`" in doc)
 

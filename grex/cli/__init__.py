@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,7 +23,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from grex import __version__
+
+        print(f"grex {__version__}")
+        raise typer.Exit()
 
 # Each area registers its commands; one line per area.
 _AREAS: tuple[str, ...] = (
@@ -44,6 +53,9 @@ def _root(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or chatter")]
     = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False,
+    _version: Annotated[bool, typer.Option("--version", "-V", callback=_print_version,
+                                           is_eager=True, help="print grex's version")]
+    = False,
 ) -> None:
     st = ctx.obj if isinstance(ctx.obj, AppState) else AppState()
     st.kb_flag, st.quiet, st.debug = kb, quiet or st.quiet, debug or st.debug
@@ -52,6 +64,44 @@ def _root(
 
 for _area in _AREAS:
     importlib.import_module(_area).register(app)
+
+
+def _plain_placeholders(cmd: Any) -> Any:
+    """Help in the shape users know from git and notmuch: `--limit LIMIT`, `grex import
+    PATHS...`, not Typer's Python types (`<int>`, `{paths}...`, `<list[Path]>`)."""
+    for param in cmd.params:  # Typer vendors click: tell the kinds apart by their names
+        kind = getattr(param, "param_type_name", "")
+        if kind == "argument" and param.metavar is None:
+            param.metavar = (param.name or "arg").upper() + ("..." if param.nargs != 1 else "")
+        elif kind == "option" and not param.is_flag and not param.count \
+                and param.metavar is None:
+            param.metavar = (param.name or "value").upper().rstrip("_")
+    for sub in getattr(cmd, "commands", {}).values():
+        _plain_placeholders(sub)
+    return cmd
+
+
+def _argument_help_shape() -> None:
+    """Typer (0.2x) prints an argument's Python type beside its name and wraps required ones
+    in braces in the usage line; show the metavar alone, as click does."""
+    from typer import core
+
+    arg = getattr(core, "TyperArgument", None)
+    if arg is None or not hasattr(arg, "_usage_display_name"):
+        return
+
+    def usage_name(self: Any) -> str:
+        name = str(self.metavar or self.name)
+        return name if self.required else f"[{name}]"
+
+    arg._usage_display_name = usage_name
+    arg.display_type_rich = lambda self, ctx: None
+
+
+def command() -> Any:
+    """The click command behind the app, with plain placeholders in its help."""
+    _argument_help_shape()
+    return _plain_placeholders(typer.main.get_command(app))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(code)
     try:
         # without standalone mode a typer.Exit(n) comes back as a return value
-        rc = app(args=args, prog_name="grex", standalone_mode=False)
+        rc = command().main(args=args, prog_name="grex", standalone_mode=False)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except GrexError as e:

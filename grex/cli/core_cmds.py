@@ -9,7 +9,7 @@ import typer
 
 from grex import pipeline, store
 from grex.cli.core import JsonOpt, ThreadIdArg, emit_json, progress_bar, say, state
-from grex.errors import GrexError
+from grex.errors import NotFound
 from grex.models import Address, Message, Thread
 
 
@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
         _, conn, _ = st.open(readonly=True)
         t = store.get_thread(conn, thread_id)
         if t is None:
-            raise GrexError(f"no thread {thread_id!r}", hint="`grex threads` lists them")
+            raise NotFound(f"no thread {thread_id!r}", hint="`grex threads` lists them")
         msgs = store.get_messages(conn, t.message_ids)
         knowledge = _knowledge(conn, t.thread_id)
         if json_out:

@@ -48,6 +48,14 @@ def register(app: typer.Typer) -> None:
         st = state(ctx)
         _, conn, _ = st.open(readonly=True)
         rows = list_entities(conn, type_, limit)
+        if type_ and not rows:
+            from grex.errors import NotFound
+            from grex.extract import entity_labels
+
+            here = entity_labels(conn)
+            raise NotFound(f"no entities of type {type_!r} in this knowledge base",
+                           hint="types here: " + ", ".join(here) if here else
+                           "run `grex extract` first")
         if json_out:
             emit_json([{"text": e.text, "label": e.label, "count": e.count, "key": e.key}
                        for e in rows])
@@ -93,6 +101,10 @@ def register(app: typer.Typer) -> None:
         from grex.extract import list_people
         from grex.extract import who as who_
 
+        if not query.strip():
+            from grex.errors import NotFound
+
+            raise NotFound("an empty subject names nobody", hint="grex who 'database failover'")
         st = state(ctx)
         kb, conn, _ = st.open(readonly=True)
         people = who_(kb, conn, query, limit)

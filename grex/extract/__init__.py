@@ -10,6 +10,7 @@ from typing import Any
 
 from grex.extract.readers import (
     analysis_json,
+    entity_labels,
     get_thread_knowledge,
     has_results,
     list_entities,
@@ -68,7 +69,8 @@ __all__ = [
     "Entity", "EntitySummary", "ExtractReport", "Keyphrase", "ModelInfo", "PersonExpertise",
     "Phrase", "Seeds", "TextAnalysis", "ThreadKnowledge", "TopicInfo", "analysis_json",
     "analyze_text", "analyze_texts", "load_model", "seeds_for",
-    "get_thread_knowledge", "has_results", "list_entities", "list_people", "list_topics",
+    "entity_labels", "get_thread_knowledge", "has_results", "list_entities", "list_people",
+    "list_topics",
     "model_info",
     "refit_topics", "run_extract", "thread_knowledge", "who",
 ]

@@ -75,6 +75,14 @@ def list_entities(conn: sqlite3.Connection, label: str | None = None, limit: int
             for r in rows]
 
 
+def entity_labels(conn: sqlite3.Connection) -> list[str]:
+    """The entity types this KB holds, most mentioned first."""
+    if not has_results(conn):
+        return []
+    return [r[0] for r in conn.execute("SELECT label FROM extract_thread_entities GROUP BY "
+                                       "label ORDER BY SUM(count) DESC")]
+
+
 def list_topics(conn: sqlite3.Connection, threads_per_topic: int = 50,
                 ) -> list[dict[str, Any]]:
     if not has_results(conn):

@@ -553,7 +553,7 @@ def exit_codes_markdown() -> str:
     lines = [
         "# grex exit codes",
         "",
-        "Generated from `grex/errors.py` by `python -m grex.ops exit-codes`; a test keeps it",
+        "Generated from `grex/errors.py` by `python -m grex.ops.runs exit-codes`; a test keeps it",
         "in step with the code. Codes follow BSD sysexits(3) where one fits.",
         "",
         "| code | error | meaning |",
@@ -570,7 +570,7 @@ def exit_codes_markdown() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m grex.ops exit-codes > docs/exit-codes.md
+if __name__ == "__main__":  # python -m grex.ops.runs exit-codes > docs/exit-codes.md
     import sys as _sys
 
     if _sys.argv[1:] == ["exit-codes"]:

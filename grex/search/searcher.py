@@ -21,7 +21,7 @@ import numpy as np
 from whoosh import query as wq
 from whoosh.util.times import long_to_datetime
 
-from grex.errors import QueryError
+from grex.errors import NotFound, QueryError
 from grex.search.facets import _facets, _suggestion
 from grex.search.index import read_meta
 from grex.search.opening import _block_cache, _matcher, _Open, _thread_codes, with_index
@@ -349,7 +349,7 @@ def related(kb: Any, thread_id: str, *, limit: int = 10, conn: Any = None) -> Se
         s = opened.searcher
         docs = list(s.docs_for_query(wq.Term("thread_id", tid)))
         if not docs:
-            raise QueryError(f"no thread {thread_id!r} in the index",
+            raise NotFound(f"no thread {thread_id!r} in the index",
                              hint="thread ids are shown by `grex search`")
         text = "\n".join(f"{f.get('subject', '')}\n{f.get('excerpt', '')}"
                          for f in (s.stored_fields(d) for d in docs))

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
+from grex.errors import NotFound
 from grex.models import (
     Address,
     Location,
@@ -73,11 +74,17 @@ def resolve_thread_id(conn: sqlite3.Connection, thread_id: str) -> str | None:
         if row is None:
             break
         tid = row[0]
-    if len(tid) >= 4:
-        rows = conn.execute("SELECT thread_id FROM threads WHERE thread_id LIKE ? LIMIT 2",
-                            (tid.replace("%", "").replace("_", "") + "%",)).fetchall()
+    prefix = tid.replace("%", "").replace("_", "")
+    if len(prefix) >= 2:  # a unique prefix, as git takes abbreviated commit ids
+        rows = conn.execute("SELECT thread_id FROM threads WHERE thread_id LIKE ? "
+                            "ORDER BY thread_id LIMIT 11", (prefix + "%",)).fetchall()
         if len(rows) == 1:
             return rows[0][0]
+        if len(rows) > 1:
+            shown = ", ".join(r[0] for r in rows[:10]) + (", ..." if len(rows) > 10 else "")
+            raise NotFound(f"thread id {thread_id.strip()!r} is ambiguous: "
+                           f"{'more than 10' if len(rows) > 10 else len(rows)} threads start "
+                           f"with it ({shown})", hint="give more of the id")
     # a Message-ID names its thread too
     return message_thread_id(conn, thread_id.strip().strip("<>").removeprefix("id:"))
 
