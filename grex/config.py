@@ -139,13 +139,11 @@ def _env_key(name: str) -> str:
 
 
 def resolve_kb_path(flag: str | Path | None, env: Mapping[str, str] | None = None) -> Path:
-    """--kb flag, else GREX_KB, else indexes/default under the current directory."""
-    env = os.environ if env is None else env
-    if flag:
-        return Path(flag).expanduser()
-    if env.get("GREX_KB"):
-        return Path(env["GREX_KB"]).expanduser()
-    return DEFAULT_KB
+    """--kb flag, else GREX_KB, else the default (grex.paths: a checkout's indexes/default,
+    elsewhere $XDG_DATA_HOME/grex/default)."""
+    from grex.paths import kb_path
+
+    return Path(kb_path(str(flag) if flag else None, env)[0])
 
 
 def _coerce(where: str, ftype: Any, value: Any) -> Any:

@@ -81,3 +81,25 @@ def test_empty_who_and_unknown_entity_type_are_usage_errors(grex, mailbox: Mailb
     assert r.exit_code == 2 and "Error:" in r.stderr
     r = grex("entities", "--type", "NO_SUCH_TYPE")
     assert r.exit_code == 2 and "NO_SUCH_TYPE" in r.stderr
+
+
+def test_default_kb_is_per_user_outside_a_checkout(tmp_path: Path) -> None:
+    from grex.paths import default_kb, kb_path
+
+    outside = tmp_path / "work"
+    outside.mkdir()
+    env = {"XDG_DATA_HOME": str(tmp_path / "data")}
+    assert default_kb(env, cwd=str(outside)) == str(tmp_path / "data" / "grex" / "default")
+    assert default_kb({"HOME": "/h"}, cwd=str(outside)).endswith("/.local/share/grex/default")
+    checkout = tmp_path / "src"
+    (checkout / "grex").mkdir(parents=True)
+    (checkout / "grex" / "__init__.py").write_text("")
+    (checkout / "indexes").mkdir()
+    (checkout / "docs").mkdir()
+    assert default_kb(env, cwd=str(checkout / "docs")) == str(checkout / "indexes" / "default")
+    assert kb_path("~/kb", env)[1] == "--kb" and kb_path(None, {"GREX_KB": "/k"}) == ("/k",
+                                                                                   "GREX_KB")
+    # a command run outside a checkout with no --kb uses (and creates) the per-user KB
+    done = run_grex("init", env={**env, "GREX_KB": ""}, cwd=outside)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "data" / "grex" / "default" / "grex.toml").is_file()

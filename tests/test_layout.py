@@ -34,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "launch": {"base", "cli", "search"},
     "top": {"base", "launch"},  # grex/__init__, grex/__main__
 }
-BASE = {"config", "errors", "models"}
+BASE = {"config", "errors", "models", "paths"}
 
 
 def module_name(path: Path) -> str:

@@ -48,8 +48,9 @@ _AREAS: tuple[str, ...] = (
 @app.callback()
 def _root(
     ctx: typer.Context,
-    kb: Annotated[str | None, typer.Option("--kb", help="knowledge base directory "
-                                           "[default: $GREX_KB or indexes/default]")] = None,
+    kb: Annotated[str | None, typer.Option(
+        "--kb", help="knowledge base directory [default: $GREX_KB, else indexes/default in a "
+        "grex checkout, else $XDG_DATA_HOME/grex/default]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or chatter")]
     = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False,

@@ -34,8 +34,17 @@ class AppState:
     quiet: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
 
+    told: bool = False
+
     @property
     def kb_path(self) -> Path:
+        from grex.paths import kb_path
+
+        path, source = kb_path(self.kb_flag)
+        if source == "default" and not self.told and not self.quiet and sys.stderr.isatty():
+            self.told = True  # a person at a terminal learns which KB an unnamed one is
+            err_console.print(f"(knowledge base: {path}; --kb or GREX_KB names another)",
+                              markup=False, style="dim")
         return resolve_kb_path(self.kb_flag)
 
     def config(self) -> Config:

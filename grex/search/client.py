@@ -78,7 +78,9 @@ def kb_of(argv: list[str]) -> str | None:
     if i >= len(argv) or argv[i] != "search":
         return None
     if not kb_flag:  # grex.config.resolve_kb_path, without importing grex.config
-        kb_flag = os.environ.get("GREX_KB") or os.path.join("indexes", "default")
+        from grex.paths import kb_path
+
+        kb_flag = kb_path(None)[0]
     path = os.path.expanduser(kb_flag)
     return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
 
