@@ -130,12 +130,20 @@ def test_kb_from_environment_and_python_m(tmp_path: Path, mailbox: Mailbox) -> N
     assert "\x1b[" not in out.stdout  # no progress bars or colour when not a TTY
 
 
-def test_default_kb_is_indexes_default(tmp_path: Path, mailbox: Mailbox) -> None:
+def test_default_kb_is_indexes_default_in_a_checkout(tmp_path: Path, mailbox: Mailbox) -> None:
     mailbox.deliver(subject="default place")
     env = {k: v for k, v in os.environ.items() if k != "GREX_KB"}
-    r = run_grex("import", str(mailbox.path), env=env, cwd=tmp_path)
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    checkout = tmp_path / "checkout"
+    (checkout / "grex").mkdir(parents=True)
+    (checkout / "grex" / "__init__.py").write_text("")  # not importable: PYTHONPATH wins
+    (checkout / "indexes").mkdir()
+    r = run_grex("import", "--no-later", str(mailbox.path), env=env, cwd=checkout / "indexes")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "indexes" / "default" / "catalog.sqlite").is_file()
+    assert (checkout / "indexes" / "default" / "catalog.sqlite").is_file()
+    r = run_grex("import", "--no-later", str(mailbox.path), env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "data" / "grex" / "default" / "catalog.sqlite").is_file()
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
