@@ -228,3 +228,27 @@ def test_keyword_changes_on_held_messages_are_tracked_with_condstore(imap_user, 
     conn.close()
     assert set(json.loads(loc[r1])) == {"urgent", "$label1"}
     assert run_sync(kb).total("updated") == 0
+
+
+def test_a_removed_account_stops_sharing_everything_at_once(imap_server, tmp_path):
+    ann, bob = imap_server.new_user("ann"), imap_server.new_user("bob")
+    joint = ann.deliver(subject="joint", keywords=SHARE, message_id="retire-joint@test.grex")
+    bob.deliver(subject="joint", message_id=joint, keywords=SHARE)
+    own = bob.deliver(subject="bob only", keywords=SHARE, message_id="retire-bob@test.grex")
+    kb = write_accounts(tmp_path / "kb", [ann.account("ann"), bob.account("bob")])
+    run_sync(kb)
+    assert _mids(kb) == {joint, own}
+    write_accounts(kb, [ann.account("ann")])  # bob leaves the team: his block is removed
+    plan = run_sync(kb, dry_run=True)
+    assert {(p.account, p.message_id, p.reason) for p in plan.accounts[-1].plan} == {
+        ("bob", joint, "account no longer configured"),
+        ("bob", own, "account no longer configured")}
+    assert _mids(kb) == {joint, own}  # a dry run changes nothing
+    report = run_sync(kb)
+    assert report.total("removed") == 2
+    assert _mids(kb) == {joint}  # ann still shares the joint thread
+    assert {s for _, s in kb_state(kb)["locations"]} == {"imap:ann/INBOX"}  # type: ignore[misc]
+    conn = sqlite3.connect(kb / "catalog.sqlite")
+    assert conn.execute("SELECT COUNT(*) FROM sync_folder WHERE account = 'bob'").fetchone() == (0,)
+    conn.close()
+    assert run_sync(kb).total("removed") == 0

@@ -320,7 +320,33 @@ def sync(kb: Any, conn: Any, config: Config, *, account: str | None = None, full
     reports = [sync_account(kb, conn, a, full=full, dry_run=dry_run, progress=progress,
                             subject_merge=config.threading.subject_merge,
                             client_factory=client_factory, sleep=sleep) for a in accounts]
+    if account is None:  # only a sync of every account knows which ones were retired
+        reports += retire_accounts(kb, conn, {a.name for a in accounts}, dry_run=dry_run,
+                                   subject_merge=config.threading.subject_merge)
     return SyncReport(tuple(reports), dry_run)
+
+
+def retire_accounts(kb: Any, conn: Any, configured: set[str], *, dry_run: bool,
+                    subject_merge: bool) -> list[AccountReport]:
+    """Copies held for an account that grex.toml no longer lists leave: a member who
+    removes their account stops sharing everything at once. Their messages stay in the KB
+    where another account (or an import) still shares them."""
+    ensure_schema(conn)
+    names = [r[0] for r in conn.execute("SELECT DISTINCT account FROM sync_message")
+             if r[0] not in configured]
+    out = []
+    for name in names:
+        rows = _rows(conn, name)
+        plan = tuple(PlanItem("remove", name, r["folder"], r["uid"], r["message_id"], "",
+                              "account no longer configured") for r in rows)
+        removed = len(rows) if dry_run else apply_removals(
+            kb, conn, Account(name=name, host=""), rows, unshare="remove",
+            subject_merge=subject_merge)
+        if not dry_run:
+            with store.transaction(conn):
+                conn.execute("DELETE FROM sync_folder WHERE account = ?", (name,))
+        out.append(AccountReport(name, removed=removed, plan=plan))
+    return out
 
 
 # ---------------------------------------------------------------- why
