@@ -89,9 +89,10 @@ def show_progress(st: AppState) -> bool:
 
 @contextlib.contextmanager
 def progress_bar(st: AppState, description: str,
-                 total: int | None = None) -> Iterator[Callable[[int], None]]:
-    """A Rich progress bar (none when quiet or not a TTY); yields advance(n)."""
-    def nothing(n: int = 1) -> None:
+                 total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A Rich progress bar (none when quiet or not a TTY); yields advance(n, total=None):
+    a stage that learns its total as it goes passes it, so the bar has an end and an ETA."""
+    def nothing(n: int = 1, total: int | None = None) -> None:
         return None
 
     if not show_progress(st):
@@ -110,7 +111,9 @@ def progress_bar(st: AppState, description: str,
                   transient=True) as p:
         task = p.add_task(description, total=total)
 
-        def advance(n: int = 1) -> None:
+        def advance(n: int = 1, total: int | None = None) -> None:
+            if total is not None:
+                p.update(task, total=total)
             p.advance(task, n)
 
         yield advance

@@ -25,9 +25,8 @@ def register(app: typer.Typer) -> None:
 
         st = state(ctx)
         kb, conn, config = st.open()
-        with kb.writer_lock(wait=False), progress_bar(st, "extract") as advance:
-            report = run_extract(kb, conn, config, all=all_,
-                                 progress=lambda n, total=None: advance(n))
+        with kb.writer_lock(wait=False), progress_bar(st, "Extracting") as advance:
+            report = run_extract(kb, conn, config, all=all_, progress=advance)
         if json_out:
             emit_json(report)
         else:
