@@ -167,3 +167,9 @@ def artifacts() -> Path:
 def copy_site(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=False)
     return dst
+
+
+def thread_pages(site: Path) -> set[str]:
+    """The thread pages of a site (t/THREAD_ID.html), without the pages that forward."""
+    return {p.name for p in (site / "t").iterdir()
+            if 'http-equiv="refresh"' not in p.read_text("utf-8")}

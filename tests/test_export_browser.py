@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from grex import store
-from grex.export.text import thread_slug
+from grex.ingest import thread_id_for
 from tests.corpora import corpus
 from tests.fixtures_export import HOSTILE_ID, CountingServer
 
@@ -39,7 +39,7 @@ def groundtruth() -> tuple[dict[str, str], list[dict[str, Any]]]:
 def expected_threads(query: str) -> set[str]:
     root_of, queries = groundtruth()
     q = next(q for q in queries if q["query"] == query)
-    return {f"t/{thread_slug(root_of[m])}.html" for m in q["message_ids"]}
+    return {f"t/{thread_id_for(root_of[m])}.html" for m in q["message_ids"]}
 
 
 @pytest.mark.parametrize("query", ["from:cworth@cworth.org", 'from:"Keith Packard"'])
@@ -77,7 +77,7 @@ def test_search_words_find_the_right_threads(exported_site: Path, page: Any) -> 
     assert expected_threads("maildir") <= set(found)
     # a word only one thread holds: that thread, first
     page.goto(url(exported_site, "search.html?q=zyzzyva"))
-    assert result_hrefs(page) == [f"t/{thread_slug(HOSTILE_ID)}.html"]
+    assert result_hrefs(page) == [f"t/{thread_id_for(HOSTILE_ID)}.html"]
     # typing in the box searches as you type; a leading minus leaves threads out
     page.fill("#q", "maildir -from:cworth")
     page.wait_for_selector("#search-status:has-text('-from:cworth')")
@@ -91,7 +91,10 @@ def test_header_search_box_opens_results(exported_site: Path, page: Any) -> None
     page.fill("#site-q", "zyzzyva")
     page.press("#site-q", "Enter")
     page.wait_for_url("**/search.html?q=zyzzyva")
-    assert result_hrefs(page) == [f"t/{thread_slug(HOSTILE_ID)}.html"]
+    assert result_hrefs(page) == [f"t/{thread_id_for(HOSTILE_ID)}.html"]
+    # each result names its thread by the id `grex search` prints
+    assert page.eval_on_selector_all("#search-results a.subject", "els => els.map(e => "
+                                     "e.dataset.thread)") == [thread_id_for(HOSTILE_ID)]
 
 
 def test_navigate_thread_person_org_topic_and_back(exported_site: Path, page: Any,
@@ -150,7 +153,7 @@ def test_hostile_message_runs_nothing_and_loads_nothing(
     page.on("request", lambda r: requests.append(r.url))
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     before = len(counting_server.hits)
-    thread = f"t/{thread_slug(HOSTILE_ID)}.html"
+    thread = f"t/{thread_id_for(HOSTILE_ID)}.html"
     page.goto(url(exported_site, thread))
     page.wait_for_load_state("load")
     page.screenshot(path=str(artifacts / "export-hostile-thread.png"), full_page=True)
@@ -186,7 +189,7 @@ def test_hostile_message_runs_nothing_and_loads_nothing(
 
 def test_pages_are_accessible_landmarks_and_keyboard(exported_site: Path, page: Any) -> None:
     for rel in ("index.html", "search.html", "people.html", "timeline.html",
-                f"t/{thread_slug(HOSTILE_ID)}.html"):
+                f"t/{thread_id_for(HOSTILE_ID)}.html"):
         page.goto(url(exported_site, rel))
         assert page.get_attribute("html", "lang") == "en"
         assert page.locator("h1").count() == 1

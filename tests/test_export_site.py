@@ -31,8 +31,9 @@ from grex.export.text import (
     thread_slug,
     tokens,
 )
+from grex.ingest import thread_id_for
 from tests.corpora import corpus
-from tests.fixtures_export import HOSTILE_ATTACHMENT, HOSTILE_ID
+from tests.fixtures_export import HOSTILE_ATTACHMENT, HOSTILE_ID, thread_pages
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,7 +140,7 @@ def test_thread_page_shows_reply_order_quotes_signatures(exported_site: Path,
     conn = kb.connect(readonly=True)
     # the largest thread: every message, in the catalog's reply-tree order, with depth
     t = max(store.iter_threads(conn), key=lambda t: len(t.message_ids))
-    html = (exported_site / f"t/{thread_slug(t.root_message_id)}.html").read_text("utf-8")
+    html = (exported_site / f"t/{t.thread_id}.html").read_text("utf-8")
     msgs = store.get_messages(conn, t.message_ids)
     positions = [html.index(f'id="m-{__import__("grex").export.text.digest(m, 12)}"')
                  for m in t.message_ids]
@@ -167,7 +168,7 @@ def test_attachments_only_with_the_flag(exported_site: Path, notmuch_kb: tuple[s
     report = export_html(kb, conn, ExportOptions(out_dir=tmp_path / "plain"))
     conn.close()
     assert report.attachments == 0 and not (tmp_path / "plain" / "att").exists()
-    page = (tmp_path / "plain" / f"t/{thread_slug(HOSTILE_ID)}.html").read_text("utf-8")
+    page = (tmp_path / "plain" / f"t/{thread_id_for(HOSTILE_ID)}.html").read_text("utf-8")
     assert 'class="filename">evil page.html</span>' in page and "49 B" in page
 
 
@@ -181,17 +182,18 @@ def test_feed_sitemap_and_search_index(exported_site: Path, notmuch_kb: tuple[st
     assert len(entries) == 25
     titles = [e.find(f"{atom}title").text for e in entries]
     assert "<script>alert('subject')</script> quarterly zyzzyva report" in titles  # as text
-    sm = ET.parse(exported_site / "sitemap.xml").getroot()
-    locs = [e.text for e in sm.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")]
-    assert len(locs) == len(set(locs)) and all((exported_site / loc).is_file() for loc in locs)
-    # with --base-url the sitemap is absolute
+    # sitemaps.org wants absolute <loc>s: no sitemap without --base-url, an absolute one with
+    assert not (exported_site / "sitemap.xml").exists()
     kb, _ = notmuch_kb
     conn = kb.connect(readonly=True)
     export_html(kb, conn, ExportOptions(out_dir=tmp_path / "s", base_url="https://kb.example/x"))
     conn.close()
     sm = ET.parse(tmp_path / "s" / "sitemap.xml").getroot()
-    assert all(e.text.startswith("https://kb.example/x/")
-               for e in sm.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc"))
+    locs = [e.text or "" for e in sm.iter("{http://www.sitemaps.org/schemas/sitemap/0.9}loc")]
+    assert locs and len(locs) == len(set(locs))
+    assert all(loc.startswith("https://kb.example/x/") and
+               (tmp_path / "s" / loc.removeprefix("https://kb.example/x/")).is_file()
+               for loc in locs)
     # the index: meta.js assigns one global, each shard is one call; none can close a script
     search = exported_site / "assets" / "search"
     for f in search.iterdir():
@@ -205,7 +207,7 @@ def test_feed_sitemap_and_search_index(exported_site: Path, notmuch_kb: tuple[st
     _, key, (terms, posts) = _js_call(search / shard_file("text", "zyzzyva"[:keylen]))
     assert terms == sorted(terms) and all(t.startswith(key) for t in terms)
     zy = decode_postings(posts[terms.index("zyzzyva")])
-    assert [docs[d][0] for d in zy] == [thread_slug(HOSTILE_ID)]
+    assert [docs[d][0] for d in zy] == [thread_id_for(HOSTILE_ID)]
 
 
 def _js_value(text: str, prefix: str) -> dict:  # type: ignore[type-arg]
@@ -282,9 +284,16 @@ def test_permalinks_do_not_depend_on_import_order(tmp_path: Path) -> None:
     b = _kb(tmp_path / "b", list(reversed(files)), one_by_one=True)  # replies before roots
     _export(a, tmp_path / "a" / "site")
     _export(b, tmp_path / "b" / "site")
-    names_a = {p.name for p in (tmp_path / "a" / "site" / "t").iterdir()}
-    names_b = {p.name for p in (tmp_path / "b" / "site" / "t").iterdir()}
-    assert len(names_a) == 24 and names_a == names_b
+    # each thread is reachable in both sites by the name its root gives it, whatever ids
+    # the import order gave the threads (pages are named by thread id; the root's name
+    # forwards where the two differ)
+    conn = a.connect(readonly=True)
+    roots = [t.root_message_id for t in store.iter_threads(conn)]
+    conn.close()
+    assert len(thread_pages(tmp_path / "a" / "site")) == 24
+    for site in (tmp_path / "a" / "site", tmp_path / "b" / "site"):
+        for root in roots:
+            assert (site / "t" / f"{thread_slug(root)}.html").is_file(), (site, root)
 
 
 def _reply(kb: store.KB, parent_id: str, text: str) -> bytes:
@@ -331,7 +340,7 @@ def test_incremental_rewrites_only_changed_pages(tmp_path: Path) -> None:
     v2 = Path(third.version_dir)
     assert third.swapped and v2 != v1
     assert 0 < third.written < 25 and third.unchanged > first.files - 25
-    thread_page = f"t/{thread_slug(t.root_message_id)}.html"
+    thread_page = f"t/{t.thread_id}.html"
     assert "zebrafish" in (out / thread_page).read_text("utf-8")
     old = json.loads((v1 / MANIFEST).read_text())["files"]
     new = json.loads((v2 / MANIFEST).read_text())["files"]
@@ -495,9 +504,9 @@ def test_only_exports_the_threads_a_query_matches(tmp_path: Path) -> None:
     roots = json.loads((corpus("notmuch-default") / "groundtruth" / "threads.json")
                        .read_text())["messages"]
     q = next(q for q in gt if q["query"] == "from:cworth@cworth.org")
-    expected = {f"{thread_slug(roots[m]['thread_root'])}.html" for m in q["message_ids"]}
+    expected = {f"{thread_id_for(roots[m]['thread_root'])}.html" for m in q["message_ids"]}
     assert report.threads == len(expected) == 11
-    assert {p.name for p in (tmp_path / "site" / "t").iterdir()} == expected
+    assert thread_pages(tmp_path / "site") == expected
     # nothing from the other threads: not in the search index, not on the home page
     for f in (tmp_path / "site" / "assets" / "search").iterdir():
         assert "Essai accentu" not in f.read_text("utf-8")
@@ -520,7 +529,7 @@ def test_import_refreshes_the_configured_site(tmp_path: Path) -> None:
     stages = {s["name"]: s["skipped"] for s in json.loads(run.stdout)["stages"]}
     assert "export" in stages and stages["export"] is None
     site = kb.path / "site"
-    assert site.is_symlink() and len(list((site / "t").iterdir())) == 24
+    assert site.is_symlink() and len(thread_pages(site)) == 24
     conn = kb.connect(readonly=True)
     assert store.get_cursor(conn, "export") == store.last_seq(conn) > 0
     # every stage caught up: the pipeline pruned the change feed
@@ -591,3 +600,58 @@ def test_pages_with_unchanged_inputs_are_not_rendered(tmp_path: Path) -> None:
     r = publish(out, [("t/a.html", Pending("in-b", render(b"B"))), ("index.html", b"home")])
     assert calls == ["A", "B"] and r.written == 1
     assert (out / "t" / "a.html").read_bytes() == b"B"
+
+
+def test_message_permalinks_and_old_names_forward(exported_site: Path,
+                                                   notmuch_kb: tuple[store.KB, Path]) -> None:
+    """m/sha1(Message-ID)[:16].html forwards to the message in its thread's page, and
+    every thread page is t/THREAD_ID.html, the id `grex threads` prints."""
+    import hashlib
+
+    kb, _ = notmuch_kb
+    conn = kb.connect(readonly=True)
+    threads = list(store.iter_threads(conn))
+    conn.close()
+    assert thread_pages(exported_site) == {f"{t.thread_id}.html" for t in threads}
+    refresh = re.compile(r'http-equiv="refresh" content="0; url=\.\./([^"]+)"')
+    for t in threads:
+        for mid in t.message_ids:
+            key = hashlib.sha1(mid.encode()).hexdigest()[:16]  # as docs/export.md says
+            page = (exported_site / "m" / f"{key}.html").read_text("utf-8")
+            target = refresh.search(page)
+            assert target, page
+            path, _, anchor = target.group(1).partition("#")
+            assert path == f"t/{t.thread_id}.html"
+            assert f'id="{anchor}"' in (exported_site / path).read_text("utf-8")
+
+
+def test_a_merged_threads_old_id_forwards(tmp_path: Path) -> None:
+    """Two threads that a later message joins (its References name both): the id of the
+    one merged away forwards to the page of the one that stays."""
+    def mail(name: str, mid: str, subject: str, refs: str = "") -> Path:
+        path = tmp_path / "mail" / name
+        path.parent.mkdir(exist_ok=True)
+        head = f"References: {refs}\r\nIn-Reply-To: {refs.split()[-1]}\r\n" if refs else ""
+        path.write_bytes((f"From: a@example.org\r\nSubject: {subject}\r\nMessage-ID: {mid}\r\n"
+                          f"{head}Date: Mon, 04 Mar 2024 10:00:00 +0000\r\n\r\ntext\r\n").encode())
+        return path
+
+    kb = store.KB.init(tmp_path / "kb")
+    conn = kb.connect()
+    config = load_config(kb.path, {})
+    with kb.writer_lock():
+        pipeline.import_paths(kb, conn, config, [mail("a.eml", "<a@x>", "plan"),
+                                                  mail("b.eml", "<b@x>", "budget")])
+        first = {t.thread_id for t in store.iter_threads(conn)}
+        pipeline.import_paths(kb, conn, config,
+                              [mail("c.eml", "<c@x>", "Re: budget", "<a@x> <b@x>")])
+    live = {t.thread_id for t in store.iter_threads(conn)}
+    aliases = store.thread_aliases(conn)
+    export_html(kb, conn, ExportOptions(out_dir=tmp_path / "site"))
+    conn.close()
+    assert len(first) == 2 and len(live) == 1
+    (old,) = first - live
+    (new,) = live
+    assert aliases == {old: new}
+    page = (tmp_path / "site" / "t" / f"{old}.html").read_text("utf-8")
+    assert f"url=../t/{new}.html" in page

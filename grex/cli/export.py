@@ -52,6 +52,8 @@ def html(
     say(st, report.summary())
     for note in report.notes:
         say(st, f"  note: {note}")
+    if not base_url:
+        say(st, "  note: no sitemap.xml: a sitemap needs absolute URLs (--base-url)")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import quote
 
 from grex.export.model import (
@@ -31,6 +32,7 @@ from grex.export.model import (
 from grex.export.text import (
     EMAIL_MASK,
     digest,
+    message_slug,
     person_slug,
     redact,
     slugify,
@@ -93,6 +95,8 @@ class BuildOptions:
     related_limit: int = 5
     entity_org_min_threads: int = 2
     person_salt: str = ""  # with redact: person page names can't be matched to addresses
+    # thread ids merged into another (old -> new): their old page names forward
+    thread_aliases: Mapping[str, str] = field(default_factory=dict)
 
 
 def org_domain(addr: str) -> str:
@@ -195,7 +199,7 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
     refs: dict[str, ThreadRef] = {}  # by thread slug
     by_root: dict[str, str] = {}
     for it in items:
-        slug = thread_slug(it.thread.root_message_id)
+        slug = it.thread.thread_id
         authors: list[str] = []
         for m in it.messages:
             if m.sender:
@@ -219,7 +223,7 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
     org_threads: dict[str, list[str]] = defaultdict(list)
     org_names: dict[str, tuple[str, str]] = {}  # slug -> (name, kind)
     for it in items:
-        slug = thread_slug(it.thread.root_message_id)
+        slug = it.thread.thread_id
         for m in it.messages:
             if not m.sender or m.sender.addr in lists:
                 continue
@@ -234,7 +238,7 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
     entity_orgs: dict[str, list[str]] = defaultdict(list)
     entity_org_label: dict[str, str] = {}
     for it in items:
-        slug = thread_slug(it.thread.root_message_id)
+        slug = it.thread.thread_id
         for e in it.knowledge.entities:
             if e.kind == "ORG" and e.label.strip():
                 oslug = "e-" + slugify(e.label, fallback_key=e.label)
@@ -256,7 +260,7 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
     topic_keyphrases: dict[str, Counter[str]] = defaultdict(Counter)
     features: dict[str, list[tuple[str, float]]] = {}
     for it in items:
-        slug = thread_slug(it.thread.root_message_id)
+        slug = it.thread.thread_id
         kn = it.knowledge
         anchors = {m.message_id: "m-" + digest(m.message_id, 12) for m in it.messages}
         depth = {n.message_id: n.depth for n in it.thread.nodes}
@@ -484,7 +488,32 @@ def build_site(inputs: Iterable[ThreadInput], options: BuildOptions = BuildOptio
         redacted=options.redact,
         base_url=options.base_url.rstrip("/") + "/" if options.base_url else "",
         updated=max((p.ref.last_date for p in final_pages), default=None),
+        redirects=_redirects(items, final_pages, options.thread_aliases),
     )
+
+
+def _redirects(items: Any, pages: list[ThreadPage],
+               aliases: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """(path, target) for every address that must keep working: each message's permalink
+    m/MESSAGE_SLUG.html (computable from its Message-ID, see docs/export.md) -> its place in
+    its thread's page; the name a thread page had before pages were named by thread id
+    (t/ROOT_SLUG.html); and the ids of threads merged into another (`aliases`)."""
+    live = {p.ref.slug for p in pages}
+    out: dict[str, str] = {}
+    for it in items:
+        tid = it.thread.thread_id
+        if tid not in live:
+            continue
+        for m in it.messages:
+            out[f"m/{message_slug(m.message_id)}.html"] = \
+                f"t/{tid}.html#m-{digest(m.message_id, 12)}"
+        old = thread_slug(it.thread.root_message_id)
+        if old != tid:
+            out.setdefault(f"t/{old}.html", f"t/{tid}.html")
+    for old, new in aliases.items():
+        if new in live and old not in live:
+            out.setdefault(f"t/{old}.html", f"t/{new}.html")
+    return tuple(sorted(out.items()))
 
 
 def _replace_related(page: ThreadPage, related: tuple[ThreadRef, ...]) -> ThreadPage:

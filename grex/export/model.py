@@ -184,3 +184,4 @@ class Site:
     base_url: str = ""
     updated: datetime | None = None  # last activity in the KB (never "now": pages stay stable)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    redirects: tuple[tuple[str, str], ...] = ()  # (path, target): permalinks that forward

@@ -169,6 +169,9 @@ def render_site(site: Site, *, recent: int = 25,
         older = site.months[i + 1] if i + 1 < len(site.months) else None
         yield pending("month.html", m.href, m=m, newer=newer, older=older, section="timeline")
 
+    for path, target in site.redirects:  # permalinks that forward (see build._redirects)
+        yield pending("redirect.html", path, target=target)
+
     yield page("sitemap.html", "sitemap.html")
     yield "feed.xml", env.get_template("feed.xml").render(
         site=site, threads=site.threads[:feed_size],
@@ -182,6 +185,6 @@ def render_site(site: Site, *, recent: int = 25,
     urls += [(m.href, None) for m in site.months]
     urls += [("timeline.html", site.updated), ("topics.html", None), ("people.html", None),
              ("orgs.html", None)]
-    yield "sitemap.xml", env.get_template("sitemap.xml").render(site=site, urls=urls).encode(
-        "utf-8"
-    )
+    if site.base_url:  # sitemaps.org: every <loc> is an absolute URL, so only with one
+        yield "sitemap.xml", env.get_template("sitemap.xml").render(
+            site=site, urls=urls).encode("utf-8")

@@ -327,10 +327,12 @@ def export_html(kb: store.KB, conn: sqlite3.Connection, options: ExportOptions, 
     knowledge, note = _knowledge_reader(conn)
     if note:
         notes.append(note)
+
     inputs = list(read_threads(conn, only=only, knowledge=knowledge, progress=progress))
     site = build_site(inputs, BuildOptions(
         title=options.title, redact=options.redact, base_url=options.base_url,
         person_salt=site_salt(Path(options.out_dir)) if options.redact else "",
+        thread_aliases=store.thread_aliases(conn),
     ))
     extra: dict[str, bytes] = {}
     n_att = 0

@@ -30,6 +30,12 @@ def thread_slug(root_message_id: str) -> str:
     return digest(root_message_id.strip().strip("<>").lower())
 
 
+def message_slug(message_id: str) -> str:
+    """A message's permalink key (m/KEY.html): sha1 of its Message-ID without the angle
+    brackets, as sent (case kept), first 16 hex digits."""
+    return digest(message_id.strip().strip("<>"))
+
+
 def person_slug(key: str, salt: str = "") -> str:
     """A person's page key, from their (lowercased) address, or name when there is none.
     With a ``salt`` (kept out of the site, used with --redact) the key can't be checked

@@ -220,6 +220,7 @@
     var li = el("li");
     var a = el("a", "subject", doc[1]);
     a.href = "t/" + doc[0] + ".html";
+    a.setAttribute("data-thread", doc[0]);  // the id `grex search` prints
     li.appendChild(a);
     var meta = doc[3] + " · " + doc[5] + " message" + (doc[5] === 1 ? "" : "s");
     if (doc[4]) meta += " · " + doc[4];

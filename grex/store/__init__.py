@@ -65,6 +65,7 @@ from grex.store.reading import (
     message_locations,
     message_thread_id,
     resolve_thread_id,
+    thread_aliases,
     thread_summaries,
 )
 from grex.store.rows import message_row, row_to_message
@@ -86,7 +87,8 @@ __all__ = [
     "insert_messages", "iter_messages", "iter_threads", "last_seq", "list_quarantine",
     "log_change", "message_locations", "message_row", "message_thread_id", "prune_changes",
     "quarantine", "raw_name", "read_raw", "record_merge", "replace_parsed",
-    "resolve_thread_id", "row_to_message", "set_cursor", "sync_raw_dir", "thread_ages",
+    "resolve_thread_id", "row_to_message", "set_cursor", "sync_raw_dir", "thread_aliases",
+    "thread_ages",
     "thread_exists", "thread_rows", "thread_summaries", "transaction", "unlink_raw",
     "update_location_keywords", "write_new_raw", "write_raw", "write_thread",
 ]

@@ -89,6 +89,21 @@ def resolve_thread_id(conn: sqlite3.Connection, thread_id: str) -> str | None:
     return message_thread_id(conn, thread_id.strip().strip("<>").removeprefix("id:"))
 
 
+def thread_aliases(conn: sqlite3.Connection) -> dict[str, str]:
+    """Every thread id merged away -> the live thread it went into (chains followed)."""
+    merges = dict(conn.execute("SELECT old_thread_id, new_thread_id FROM thread_merges"))
+    live = {r[0] for r in conn.execute("SELECT thread_id FROM threads")}
+    out: dict[str, str] = {}
+    for old in merges:
+        tid, seen = old, set()
+        while tid in merges and tid not in seen and tid not in live:
+            seen.add(tid)
+            tid = merges[tid]
+        if tid in live and old not in live:
+            out[old] = tid
+    return out
+
+
 def _thread_from_row(conn: sqlite3.Connection, row: sqlite3.Row) -> Thread:
     nodes = tuple(ThreadNode(n["message_id"], n["parent_id"], n["depth"], bool(n["ghost"]))
                   for n in conn.execute("SELECT * FROM nodes WHERE thread_id = ? "
